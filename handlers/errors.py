@@ -1,0 +1,91 @@
+"""Problem-details responses for every failure a handler can meet (RFC 9457)."""
+
+import logging
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from schemas.problem import PROBLEM_JSON, FieldError, Problem
+from store import DatabaseUnavailable
+
+log = logging.getLogger("todo.errors")
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+class ProblemError(Exception):
+    """Raised by a handler to answer `status` with a problem-details body."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.problem = Problem.of(status, detail, errors=errors)
+        self.headers = headers
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
+    """`problem` as an `application/problem+json` response."""
+    return Response(problem.body(), problem.status, headers, PROBLEM_JSON)
+
+
+def _message(field: str, error: dict) -> str:
+    kind = error["type"]
+    if field == "title" and kind in ("string_too_short", "string_too_long"):
+        return "title must be 1-200 characters (after trimming spaces)"
+    if field == "description" and kind == "string_too_long":
+        return "description must be at most 1000 characters"
+    if kind == "missing":
+        return f"{field} is required"
+    if kind == "value_error":
+        return f"{field} {error['ctx']['error']}"
+    if kind == "string_type":
+        return f"{field} must be a string"
+    if kind == "bool_type":
+        return f"{field} must be true or false"
+    if kind == "literal_error":
+        return f"{field} must be {error['ctx']['expected']}"
+    return f"{field}: {error['msg']}"
+
+
+def invalid_input(error: ValidationError, what: str = "request body") -> ProblemError:
+    """A 400 ProblemError listing each invalid field of a Pydantic ValidationError."""
+    for item in error.errors():
+        if item["type"] == "json_invalid":
+            return ProblemError(400, f"{what} is not valid JSON")
+        if item["type"] in ("model_type", "model_attributes_type"):
+            return ProblemError(400, f"{what} must be a JSON object")
+    errors = [
+        FieldError(field=str(item["loc"][0]), message=_message(str(item["loc"][0]), item))
+        for item in error.errors()
+    ]
+    return ProblemError(400, "; ".join(e.message for e in errors), errors=errors)
+
+
+async def on_problem(request: Request, error: ProblemError) -> Response:
+    return problem_response(error.problem, error.headers)
+
+
+async def on_http_exception(request: Request, error: HTTPException) -> Response:
+    """Starlette's own 404 (no route) and 405 (method) as problem details."""
+    detail = error.detail if error.status_code != 404 else "no such resource"
+    return problem_response(Problem.of(error.status_code, detail), error.headers)
+
+
+async def on_database_unavailable(request: Request, error: DatabaseUnavailable) -> Response:
+    """503 with Retry-After: the database is down, slow or the pool is exhausted."""
+    log.warning("database unavailable: %s", error)
+    problem = Problem.of(503, "the database is unavailable, try again shortly")
+    return problem_response(problem, {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
+EXCEPTION_HANDLERS = {
+    ProblemError: on_problem,
+    HTTPException: on_http_exception,
+    DatabaseUnavailable: on_database_unavailable,
+}

@@ -1,0 +1,1 @@
+"""Pure ASGI middleware: bearer-token authentication and per-request logging."""

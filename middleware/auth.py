@@ -1,0 +1,74 @@
+"""Authentication middleware: every `/api/*` request must carry a valid bearer token.
+
+Pure ASGI (no BaseHTTPMiddleware), so the request body is never buffered here. The verified
+caller is put into `request.state.user`; handlers never see a token.
+"""
+
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from middleware.tokens import InvalidToken, KeysUnavailable, Verifier
+from schemas.problem import PROBLEM_JSON, Problem
+
+KEYS_RETRY_AFTER_SECONDS = 5
+
+
+def bearer_token(headers: Headers) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive,
+    RFC 6750 section 2.1), or None when the header is absent, empty or of another scheme."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def _problem(status: int, detail: str, headers: dict[str, str]) -> Response:
+    return Response(Problem.of(status, detail).body(), status, headers, PROBLEM_JSON)
+
+
+class AuthMiddleware:
+    """Verifies `Authorization: Bearer` on HTTP requests under `/api` (RFC 6750 section 3).
+
+    Missing token: 401 `WWW-Authenticate: Bearer`. Invalid or expired: 401
+    `WWW-Authenticate: Bearer error="invalid_token"`. Keys unavailable: 503 with `Retry-After`.
+    OPTIONS requests (CORS preflights) pass unauthenticated.
+    """
+
+    def __init__(self, app: ASGIApp, verify: Verifier) -> None:
+        self.app = app
+        self.verify = verify
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        protected = path == "/api" or path.startswith("/api/")
+        if scope["type"] != "http" or not protected or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(Headers(scope=scope))
+        if token is None:
+            response = _problem(
+                401, "missing bearer token", {"WWW-Authenticate": "Bearer"}
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            caller = await self.verify(token)
+        except InvalidToken:
+            response = _problem(
+                401,
+                "invalid or expired token",
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+            await response(scope, receive, send)
+            return
+        except KeysUnavailable:
+            response = _problem(
+                503,
+                "token keys are unavailable, try again shortly",
+                {"Retry-After": str(KEYS_RETRY_AFTER_SECONDS)},
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["user"] = caller
+        await self.app(scope, receive, send)

@@ -1,0 +1,69 @@
+"""Request id, one log line per request, and the last-resort 500 (SPEC.md: Operations).
+
+Pure ASGI. The line carries method, path (never the query string or headers, so never a token),
+status, duration in milliseconds and the request id, which is also sent back in `X-Request-ID`.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from schemas.problem import PROBLEM_JSON, Problem
+
+log = logging.getLogger("todo.request")
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _CLIENT_REQUEST_ID.fullmatch(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+class RequestLogMiddleware:
+    """Logs each HTTP request and turns an unhandled exception into a 500 problem response
+    that names the request id (the traceback goes to the log, never to the client)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error, request_id=%s", request_id)
+            problem = Problem.of(500, "internal error", request_id=request_id)
+            response = Response(problem.body(), 500, media_type=PROBLEM_JSON)
+            try:
+                await response(scope, receive, send_with_id)
+            except Exception:  # the response had already started; the client sees a cut
+                pass
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            log.info(
+                "%s %s %d %.1fms request_id=%s",
+                scope["method"], scope["path"], status, elapsed_ms, request_id,
+            )

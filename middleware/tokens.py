@@ -1,0 +1,104 @@
+"""Bearer token verification (SPEC.md: Authentication; RFC 8725 JWT best practices).
+
+A verifier is an async callable `token -> Caller` that raises InvalidToken or KeysUnavailable.
+The key source is chosen from the algorithm family in the token's header, and each key source
+accepts only its own pinned algorithms, so a header can never pick the key or downgrade it.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import jwt
+
+LEEWAY_SECONDS = 30
+USER_ID_CLAIMS = ("sub", "user_id", "userId", "id")  # SPEC.md: first present one wins
+MAX_CLAIM_LENGTH = 255
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged, expired or names no user (401 invalid_token)."""
+
+
+class KeysUnavailable(Exception):
+    """The key needed to check the token cannot be fetched now (503, retry later)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated user: `id` from the token, `email` and `name` when the claims carry them."""
+
+    id: str
+    email: str | None = None
+    name: str | None = None
+
+
+Verifier = Callable[[str], Awaitable[Caller]]
+
+
+def _clean(value: object) -> str | None:
+    """A claim usable as text in the database: a non-empty string, no NUL, valid UTF-8."""
+    if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_LENGTH:
+        return None
+    if "\x00" in value:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. from "\ud800" in the JSON
+        return None
+    return value
+
+
+def caller_from_claims(claims: dict) -> Caller:
+    """The Caller named by verified `claims`: id from `sub`, else `user_id`, `userId`, `id`.
+
+    Raises InvalidToken when the first of those present is not a usable non-empty string, or
+    none is present. Unusable `email` or `name` claims are dropped, not fatal.
+    """
+    for claim in USER_ID_CLAIMS:
+        if claim in claims:
+            user_id = _clean(claims[claim])
+            if user_id is None:
+                raise InvalidToken(f"claim {claim!r} is not a usable user id")
+            return Caller(user_id, _clean(claims.get("email")), _clean(claims.get("name")))
+    raise InvalidToken("token names no user (sub, user_id, userId or id)")
+
+
+class SecretVerifier:
+    """HS256 tokens signed with the shared `BETTER_AUTH_SECRET` (HS256 only, `exp` required).
+
+    `iss` and `aud` are not checked: apps that sign their own tokens set them freely.
+    """
+
+    algorithms = ("HS256",)
+
+    def __init__(self, secret: str) -> None:
+        self._key = secret.encode()
+
+    def claims(self, token: str) -> dict:
+        """Verified claims of `token`; raises InvalidToken."""
+        try:
+            return jwt.decode(
+                token,
+                self._key,
+                algorithms=list(self.algorithms),
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp"], "verify_aud": False},
+            )
+        except jwt.PyJWTError as error:
+            raise InvalidToken(str(error)) from None
+
+
+def make_verifier(secret: str | None) -> Verifier:
+    """The verifier for the configured key sources: HS256 tokens go only to the secret."""
+
+    async def verify(token: str) -> Caller:
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as error:
+            raise InvalidToken(str(error)) from None
+        if secret is not None and algorithm in SecretVerifier.algorithms:
+            return caller_from_claims(hs256.claims(token))
+        raise InvalidToken(f"algorithm {algorithm!r} is not accepted")
+
+    hs256 = SecretVerifier(secret) if secret is not None else None
+    return verify

@@ -1,0 +1,1 @@
+"""Pydantic shapes of requests, responses and errors; pure data, no I/O."""

@@ -1,0 +1,37 @@
+"""RFC 9457 problem details, the body of every error response (SPEC.md: Validation and errors)."""
+
+from http import HTTPStatus
+
+from pydantic import BaseModel
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    """One invalid input field: `field` is the JSON member name, `message` says what is wrong."""
+
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """A problem details object: `{type, title, status, detail[, errors][, request_id]}`.
+
+    `detail` is always present because frontends show it; `errors` lists invalid fields on 400.
+    """
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def of(cls, status: int, detail: str, **extra) -> "Problem":
+        """The problem for HTTP `status`, titled with the status's standard reason phrase."""
+        return cls(title=HTTPStatus(status).phrase, status=status, detail=detail, **extra)
+
+    def body(self) -> bytes:
+        """The JSON body, leaving out absent optional members."""
+        return self.model_dump_json(exclude_none=True).encode()

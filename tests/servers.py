@@ -1,0 +1,109 @@
+"""Real servers for the tests: uvicorn processes of the app, and throwaway PostgreSQL databases."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg2
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+APP_VARIABLES = ("DATABASE_URL", "BETTER_AUTH_SECRET", "BETTER_AUTH_URL", "BETTER_AUTH_JWKS_URL",
+                 "CORS_ORIGINS", "LOG_LEVEL")
+
+
+class AppServer:
+    """`uvicorn app:app` in a child process on a free loopback port, run in `cwd`, configured by
+    `env` alone (the app's variables of the calling environment are left out)."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None, cwd: Path = ROOT) -> None:
+        inherited = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
+        self.env = {**inherited, **env}
+        self.cwd = cwd
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="todo-api-", suffix=".log", delete=False)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> "AppServer":
+        command = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(ROOT)]
+        self.process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited {self.process.returncode}:\n{self.logs()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start:\n{self.logs()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode if self.process else 0
+
+    def logs(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+
+class PostgresDatabase:
+    """A fresh database on the server of `admin_url`, dropped by `drop()`."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.name = f"todo_test_{uuid.uuid4().hex[:12]}"
+        self._admin(f'CREATE DATABASE "{self.name}"')
+        self.url = make_url(admin_url).set(database=self.name).render_as_string(False)
+
+    def _admin(self, sql: str, *params) -> list:
+        connection = psycopg2.connect(self.admin_url)
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            connection.close()
+
+    def terminate_connections(self) -> int:
+        """pg_terminate_backend on every connection to this database; returns how many."""
+        rows = self._admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            self.name,
+        )
+        return len(rows)
+
+    def drop(self) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')

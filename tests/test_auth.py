@@ -1,0 +1,159 @@
+"""Bearer tokens (SPEC.md: Authentication; RFC 6750, RFC 8725) and users created from claims."""
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+
+from tests.conftest import SECRET, make_token, new_user, rows
+from tests.test_validation import assert_problem
+
+INVALID = 'Bearer error="invalid_token"'
+
+
+def b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def unsigned(claims: dict, alg: str = "none") -> str:
+    return f"{b64({'alg': alg, 'typ': 'JWT'})}.{b64(claims)}."
+
+
+def claims_for(user_id: str, **extra) -> dict:
+    return {"sub": user_id, "exp": int(time.time()) + 600, **extra}
+
+
+def call(client, authorization: str | None):
+    headers = {} if authorization is None else {"Authorization": authorization}
+    return client.get("/api/tasks", headers=headers)
+
+
+@pytest.mark.parametrize("authorization", [None, "", "Basic dXNlcjpwYXNz", "Bearer",
+                                           "Token abc"])
+def test_missing_token_is_401_bearer(client, authorization):
+    response = call(client, authorization)
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def forged_tokens() -> dict[str, str]:
+    user = "user-forged"
+    good = make_token({"sub": user})
+    header, payload, signature = good.split(".")
+    other_payload = b64(claims_for("user-victim"))
+    return {
+        "garbage": "not-a-jwt",
+        "two segments": f"{header}.{payload}",
+        "four segments": f"{good}.extra",
+        "non-json header": f"{base64.urlsafe_b64encode(b'nope').decode()}.{payload}.{signature}",
+        "alg none": unsigned(claims_for(user)),
+        "alg None": unsigned(claims_for(user), "None"),
+        "wrong secret": make_token({"sub": user}, secret="x" * 48),
+        "HS512 with the real secret": make_token({"sub": user}, algorithm="HS512"),
+        "HS384 with the real secret": make_token({"sub": user}, algorithm="HS384"),
+        "stripped signature": f"{header}.{payload}.",
+        "edited payload": f"{header}.{other_payload}.{signature}",
+        "expired": make_token({"sub": user}, lifetime=-120),
+        "no exp": jwt.encode({"sub": user}, SECRET, algorithm="HS256"),
+        "exp not a number": jwt.encode({"sub": user, "exp": "tomorrow"}, SECRET, algorithm="HS256"),
+        "iat in the future": make_token({"sub": user, "iat": int(time.time()) + 600}),
+        "nbf in the future": make_token({"sub": user, "nbf": int(time.time()) + 600}),
+        "no user id": make_token({"email": "a@example.com"}),
+        "empty sub": make_token({"sub": ""}),
+        "numeric sub": make_token({"sub": 42}),
+        "null sub": make_token({"sub": None, "user_id": "fallback"}),
+        "sub with NUL": make_token({"sub": "a\u0000b"}),
+        "sub with lone surrogate": make_token({"sub": "a\ud800"}),
+        "sub too long": make_token({"sub": "u" * 256}),
+        "crit header": make_token({"sub": user}, headers={"crit": ["exp"]}),
+        "space inside": good[:10] + " " + good[10:],
+        "non-ascii inside": good[:10] + "é" + good[10:],
+    }
+
+
+@pytest.mark.parametrize("name", list(forged_tokens()))
+def test_invalid_tokens_are_401_invalid_token(client, name):
+    token = forged_tokens()[name]
+    response = client.get(
+        "/api/tasks", headers={"Authorization": f"Bearer {token}".encode("utf-8")}
+    )
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == INVALID
+    user = new_user()
+    assert client.get("/api/tasks", headers=user.headers).status_code == 200
+
+
+def test_expired_within_leeway_is_accepted(client):
+    token = make_token({"sub": new_user().id}, lifetime=-10)
+    assert call(client, f"Bearer {token}").status_code == 200
+
+
+def test_lowercase_scheme_is_accepted(client):
+    assert call(client, f"bearer {new_user().token}").status_code == 200
+
+
+@pytest.mark.parametrize("claim", ["sub", "user_id", "userId", "id"])
+def test_user_id_claim_variants(client, claim):
+    user_id = f"claim-{claim}-{time.time_ns()}"
+    token = make_token({claim: user_id})
+    headers = {"Authorization": f"Bearer {token}"}
+    created = client.post("/api/tasks", json={"title": "t"}, headers=headers)
+    assert created.status_code == 201
+    assert client.get(f"/api/{user_id}/tasks", headers=headers).json() == [created.json()]
+
+
+def test_sub_wins_over_other_id_claims(client):
+    user = new_user()
+    token = make_token({"sub": user.id, "user_id": "someone-else", "id": "third"})
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get(f"/api/{user.id}/tasks", headers=headers).status_code == 200
+    assert client.get("/api/someone-else/tasks", headers=headers).status_code == 403
+
+
+def test_401_applies_to_every_api_path(client):
+    for method, path in [("GET", "/api/tasks/1"), ("POST", "/api/tasks"), ("DELETE", "/api/x/tasks/1"),
+                         ("PATCH", "/api/tasks/1/complete"), ("GET", "/api/unknown")]:
+        response = client.request(method, path)
+        assert_problem(response, 401)
+
+
+def test_health_needs_no_token(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+
+
+def test_user_is_created_from_claims_and_refreshed(client, db):
+    user = new_user(email="first@example.org", name="First")
+    user.email = "first@example.org"
+    headers = user.headers
+    assert client.get("/api/tasks", headers=headers).status_code == 200
+    stored = rows(db, "SELECT email, name, created_at FROM users WHERE id = :id", id=user.id)
+    assert [(r["email"], r["name"]) for r in stored] == [("first@example.org", "First")]
+    renamed = make_token({"sub": user.id, "email": "second@example.org", "name": "Second"})
+    assert client.get("/api/tasks", headers={"Authorization": f"Bearer {renamed}"}).status_code == 200
+    again = rows(db, "SELECT email, name, created_at FROM users WHERE id = :id", id=user.id)
+    assert [(r["email"], r["name"]) for r in again] == [("second@example.org", "Second")]
+    assert again[0]["created_at"] == stored[0]["created_at"]
+
+
+def test_token_without_email_creates_user_with_null_email(client, db):
+    user_id = f"no-email-{time.time_ns()}"
+    token = make_token({"sub": user_id})
+    assert client.post("/api/tasks", json={"title": "t"},
+                       headers={"Authorization": f"Bearer {token}"}).status_code == 201
+    assert rows(db, "SELECT email, name FROM users WHERE id = :id", id=user_id) == [
+        {"email": None, "name": None}
+    ]
+
+
+def test_email_held_by_another_user_is_not_a_500(client, db):
+    shared = f"shared-{time.time_ns()}@example.com"
+    first, second = new_user(email=shared), new_user(email=shared)
+    assert client.get("/api/tasks", headers=first.headers).status_code == 200
+    response = client.post("/api/tasks", json={"title": "t"}, headers=second.headers)
+    assert response.status_code == 201
+    emails = rows(db, "SELECT id, email FROM users WHERE id IN (:a, :b) ORDER BY email",
+                  a=first.id, b=second.id)
+    assert {r["id"]: r["email"] for r in emails} == {first.id: shared, second.id: None}

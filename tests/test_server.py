@@ -1,0 +1,176 @@
+"""The real process: start-up checks, logs, restart persistence, database outages, the smoke
+script (SPEC.md: Configuration, Operations)."""
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import SECRET, new_user, server_env
+from tests.servers import ROOT, AppServer
+from tests.tcp_proxy import TcpProxy
+
+
+def start_failure(env: dict[str, str]) -> str:
+    """Start the server with `env`, expect it to refuse, return what it printed."""
+    server = AppServer({**env}).start(wait=False)
+    assert server.process.wait(20) != 0
+    return server.logs()
+
+
+@pytest.mark.parametrize("secret,message", [
+    ("", "BETTER_AUTH_SECRET is not set"),
+    ("too-short", "at least 32 bytes"),
+])
+def test_refuses_to_start_without_a_usable_secret(tmp_path, secret, message):
+    env = server_env(f"sqlite:///{tmp_path}/todo.db", BETTER_AUTH_SECRET=secret)
+    output = start_failure(env)
+    assert message in output
+    assert "Traceback" not in output
+
+
+def test_refuses_bad_log_level(tmp_path):
+    output = start_failure(server_env(f"sqlite:///{tmp_path}/todo.db", LOG_LEVEL="LOUD"))
+    assert "LOG_LEVEL" in output
+
+
+def test_embedded_sqlite_is_the_default(tmp_path):
+    env = server_env("")
+    del env["DATABASE_URL"]
+    server = AppServer(env, cwd=tmp_path).start()  # ./todo.db lands in tmp_path
+    try:
+        user = new_user()
+        created = httpx.post(f"{server.url}/api/tasks", json={"title": "t"}, headers=user.headers)
+        assert created.status_code == 201
+        assert (tmp_path / "todo.db").exists()
+    finally:
+        server.stop()
+
+
+def test_one_log_line_per_request_without_tokens(server):
+    user = new_user()
+    marker = f"log-{time.time_ns()}"
+    headers = {**user.headers, "X-Request-ID": marker}
+    response = httpx.get(f"{server.url}/api/tasks", headers=headers)
+    assert response.headers["x-request-id"] == marker
+    httpx.get(f"{server.url}/api/tasks?status=bogus", headers=user.headers)
+    time.sleep(0.2)
+    logs = server.logs()
+    lines = [line for line in logs.splitlines() if marker in line]
+    assert len(lines) == 1
+    assert "GET /api/tasks 200" in lines[0]
+    assert "ms" in lines[0]
+    assert user.token not in logs
+    assert user.token.split(".")[1] not in logs
+    assert SECRET not in logs
+
+
+def test_generated_request_id_when_client_sends_none_or_junk(server):
+    plain = httpx.get(f"{server.url}/health")
+    junk = httpx.get(f"{server.url}/health", headers={"X-Request-ID": "bad id\twith\nstuff"[:6]})
+    assert len(plain.headers["x-request-id"]) == 32
+    assert junk.headers["x-request-id"] != "bad id"
+
+
+def test_tasks_persist_across_restart(postgres_database):
+    server = AppServer(server_env(postgres_database.url)).start()
+    user = new_user()
+    try:
+        task = httpx.post(f"{server.url}/api/tasks", json={"title": "survive"},
+                          headers=user.headers).json()
+    finally:
+        server.stop()  # SIGTERM: uvicorn shuts down gracefully, then re-raises the signal
+    assert "Finished server process" in server.logs()
+    server = AppServer(server_env(postgres_database.url), port=server.port).start()
+    base = f"{server.url}/api/tasks/{task['id']}"
+    try:
+        assert httpx.get(base, headers=user.headers).json() == task
+        assert httpx.patch(f"{base}/complete", headers=user.headers).json()["completed"] is True
+        updated = httpx.put(base, json={"title": "renamed"}, headers=user.headers).json()
+        assert updated["title"] == "renamed"
+        assert httpx.delete(base, headers=user.headers).status_code == 204
+        assert httpx.get(base, headers=user.headers).status_code == 404
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres_server(postgres_database):
+    server = AppServer(server_env(postgres_database.url)).start()
+    yield server
+    server.stop()
+
+
+def test_killed_connections_never_give_500(postgres_server, postgres_database):
+    server = postgres_server
+    user = new_user()
+    url = f"{server.url}/api/tasks"
+    assert httpx.post(url, json={"title": "t"}, headers=user.headers).status_code == 201
+
+    def burst(_):
+        return httpx.get(url, headers=user.headers, timeout=15).status_code
+
+    for _ in range(3):
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(burst, range(16))) == {200}  # fill the pool
+        assert postgres_database.terminate_connections() > 0
+        statuses = [burst(n) for n in range(20)]
+        assert set(statuses) <= {200, 503}, statuses
+    assert burst(0) == 200
+
+
+@pytest.fixture
+def proxied_server(postgres_database):
+    """A server whose PostgreSQL connections go through a proxy the test can cut."""
+    target = make_url(postgres_database.url)
+    proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
+    url = target.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+    server = AppServer(server_env(url)).start()
+    yield server, proxy
+    server.stop()
+    proxy.close()
+
+
+def test_database_unreachable_is_503_and_recovers(proxied_server):
+    server, proxy = proxied_server
+    user = new_user()
+    url = f"{server.url}/api/tasks"
+    task = httpx.post(url, json={"title": "t"}, headers=user.headers).json()
+    proxy.cut()
+    for method, path, body in [("GET", "", None), ("POST", "", {"title": "x"}),
+                               ("PATCH", f"/{task['id']}/complete", None)]:
+        started = time.monotonic()
+        response = httpx.request(method, url + path, json=body, headers=user.headers, timeout=30)
+        assert response.status_code == 503, response.text
+        assert time.monotonic() - started < 15
+        assert response.headers["content-type"] == "application/problem+json"
+        assert int(response.headers["retry-after"]) > 0
+        assert response.json()["detail"]
+    assert httpx.get(f"{server.url}/ready").status_code == 503
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    proxy.restore()
+    assert httpx.get(f"{server.url}/ready").status_code == 200
+    assert [t["id"] for t in httpx.get(url, headers=user.headers).json()] == [task["id"]]
+    assert "Traceback" not in server.logs()
+
+
+def test_smoke_script_passes_against_a_real_server(server):
+    token = subprocess.run(
+        [sys.executable, "scripts/dev_token.py", f"smoke-{time.time_ns()}"], cwd=ROOT, check=True,
+        capture_output=True, text=True, env={**os.environ, "BETTER_AUTH_SECRET": SECRET},
+    ).stdout.strip()
+    result = subprocess.run(["bash", "scripts/smoke.sh", server.url, token], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "smoke test passed" in result.stderr
+
+
+def test_smoke_script_fails_on_unexpected_status(server):
+    result = subprocess.run(["bash", "scripts/smoke.sh", server.url, "not-a-valid-token.x.y"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0

@@ -1,0 +1,158 @@
+"""Bad input is 400 (or 413/415) with problem details and changes nothing (SPEC.md: Validation
+and errors)."""
+
+import json
+
+import pytest
+
+from tests.conftest import rows
+
+TOO_BIG = 64 * 1024 + 1
+
+
+def assert_problem(response, status: int, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["type"] == "about:blank"
+    assert problem["title"] and problem["detail"]
+    if field is not None:
+        assert [e["field"] for e in problem["errors"]] == [field]
+    return problem
+
+
+BAD_CREATE_BODIES = [
+    ({}, "title"),
+    ({"title": ""}, "title"),
+    ({"title": "   "}, "title"),
+    ({"title": "x" * 201}, "title"),
+    ({"title": None}, "title"),
+    ({"title": 5}, "title"),
+    ({"title": ["a"]}, "title"),
+    ({"title": "a\u0000b"}, "title"),
+    ({"title": "ok", "description": "x" * 1001}, "description"),
+    ({"title": "ok", "description": 12}, "description"),
+    ({"title": "ok", "description": "a\u0000"}, "description"),
+    ({"title": "ok", "completed": "true"}, "completed"),
+    ({"title": "ok", "completed": 1}, "completed"),
+    ({"title": "ok", "completed": None}, "completed"),
+    ({"title": "ok", "due_date": "tomorrow"}, "due_date"),
+    ({"title": "ok", "due_date": "2030-13-01"}, "due_date"),
+    ({"title": "ok", "due_date": 1700000000}, "due_date"),
+    ({"title": "ok", "due_date": "0001-01-01T00:00:00+01:00"}, "due_date"),
+]
+
+
+@pytest.mark.parametrize("body,field", BAD_CREATE_BODIES)
+def test_bad_create_body_is_400_and_stores_nothing(api, body, field):
+    assert_problem(api.create(body), 400, field)
+    assert api.list().json() == []
+
+
+def test_title_message_matches_spec_wording(api):
+    problem = assert_problem(api.create({"title": ""}), 400, "title")
+    assert "1-200 characters" in problem["detail"]
+
+
+def test_length_boundaries_are_accepted(api):
+    task = api.new_task(title="x" * 200, description="d" * 1000)
+    assert len(task["title"]) == 200
+    assert len(task["description"]) == 1000
+    assert api.new_task(title="é" * 200)["title"] == "é" * 200
+    assert api.new_task(title="x", description="")["description"] == ""
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"title": ""}, "title"),
+    ({"title": None}, "title"),
+    ({"title": "x" * 201}, "title"),
+    ({"completed": None}, "completed"),
+    ({"completed": "false"}, "completed"),
+    ({"description": "x" * 1001}, "description"),
+    ({"due_date": "soon"}, "due_date"),
+    ({"title": "\u0000"}, "title"),
+])
+def test_bad_update_is_400_and_changes_nothing(api, body, field):
+    task = api.new_task(title="keep", description="keep")
+    for method in ("PUT", "PATCH"):
+        assert_problem(api.update(task["id"], body, method=method), 400, field)
+    assert api.get(task["id"]).json() == task
+
+
+@pytest.mark.parametrize("content,detail", [
+    (b"{not json", "not valid JSON"),
+    (b'{"title": "a",}', "not valid JSON"),
+    (b"[]", "JSON object"),
+    (b'["title"]', "JSON object"),
+    (b'"title"', "JSON object"),
+    (b"null", "JSON object"),
+    (b"", "empty"),
+    (b'{"title": "\\ud800"}', "not valid JSON"),
+    (b'{"title": "\xed\xa0\x80"}', "not valid JSON"),
+    (b'{"title": "\xff"}', "not valid JSON"),
+])
+def test_malformed_json_is_400(api, content, detail):
+    headers = {"Content-Type": "application/json"}
+    assert detail in assert_problem(api.create(content=content, headers=headers), 400)["detail"]
+    task = api.new_task()
+    response = api.update(task["id"], content=content, headers=headers)
+    assert detail in assert_problem(response, 400)["detail"]
+    assert api.list().json() == [task]
+
+
+@pytest.mark.parametrize("content_type", [
+    None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+])
+def test_non_json_content_type_is_415(api, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = json.dumps({"title": "a"}).encode()
+    assert_problem(api.create(content=body, headers=headers), 415)
+    task = api.new_task()
+    assert_problem(api.update(task["id"], content=body, headers=headers), 415)
+    assert api.list().json() == [task]
+
+
+def test_json_content_type_with_charset_is_accepted(api):
+    body = json.dumps({"title": "a"}).encode()
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    assert api.create(content=body, headers=headers).status_code == 201
+
+
+def test_body_over_64_kib_is_413(api):
+    padding = "x" * TOO_BIG
+    assert_problem(api.create({"title": "a", "description": padding}), 413)
+    task = api.new_task()
+    assert_problem(api.update(task["id"], {"description": padding}), 413)
+
+    def chunks():  # no Content-Length: the limit holds while streaming too
+        for _ in range(80):
+            yield b" " * 1024
+
+    headers = {"Content-Type": "application/json"}
+    assert_problem(api.create(content=chunks(), headers=headers), 413)
+    assert api.list().json() == [task]
+
+
+def test_body_just_under_limit_is_read(api):
+    body = json.dumps({"title": "a", "pad": "x" * (64 * 1024 - 100)}).encode()
+    assert len(body) <= 64 * 1024
+    assert api.create(content=body, headers={"Content-Type": "application/json"}).status_code == 201
+
+
+@pytest.mark.parametrize("task_id", ["0", "-1", "abc", "1.5", "2147483648",
+                                     "99999999999999999999", "1e3", "%20"])
+def test_odd_ids_are_404_everywhere(api, task_id):
+    api.new_task()
+    for response in (
+        api.get(task_id), api.update(task_id, {"title": "x"}),
+        api.update(task_id, {"title": "x"}, method="PATCH"), api.toggle(task_id),
+        api.delete(task_id),
+    ):
+        assert_problem(response, 404)
+
+
+def test_nothing_stored_for_rejected_requests(api, db):
+    for body in ({"title": ""}, {"title": "x" * 201}, {"title": "ok", "completed": "yes"}):
+        api.create(body)
+    assert rows(db, "SELECT id FROM tasks WHERE user_id = :u", u=api.user.id) == []
