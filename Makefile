@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test token smoke clean
+HARNESS := tests/betterauth
+
+.PHONY: run test token smoke clean node-harness
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -27,7 +29,16 @@ $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 run: $(BIN)/.installed .env
 	$(BIN)/uvicorn app:app --env-file .env --host $(HOST) --port $(PORT)
 
-test: $(BIN)/.installed-dev
+# The real Better Auth for the interop tests; without npm those tests skip (and fail under CI).
+$(HARNESS)/node_modules/.installed: $(HARNESS)/package-lock.json
+	cd $(HARNESS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-harness:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(HARNESS)/node_modules/.installed; \
+	else echo "npm not found: the Better Auth interop tests will be skipped"; fi
+
+test: $(BIN)/.installed-dev node-harness
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 token: $(BIN)/.installed .env
@@ -37,4 +48,4 @@ smoke:
 	scripts/smoke.sh http://$(HOST):$(PORT) "$$($(BIN)/python scripts/dev_token.py $(USER))"
 
 clean:
-	rm -rf $(VENV) .pytest_cache todo.db todo.db-wal todo.db-shm
+	rm -rf $(VENV) .pytest_cache $(HARNESS)/node_modules todo.db todo.db-wal todo.db-shm

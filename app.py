@@ -9,6 +9,8 @@ import os
 import sys
 from contextlib import asynccontextmanager
 
+from jwt import PyJWKClientError
+
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -18,7 +20,8 @@ from handlers import health, tasks
 from handlers.errors import EXCEPTION_HANDLERS
 from middleware.auth import AuthMiddleware
 from middleware.request_log import RequestLogMiddleware
-from middleware.tokens import make_verifier
+from middleware.jwks import JWKSKeys
+from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
 from store import SQLITE_DEFAULT, Store
 
 MIN_SECRET_BYTES = 32
@@ -48,28 +51,43 @@ ROUTES = [
 ]
 
 
-def _secret() -> str | None:
-    secret = os.getenv("BETTER_AUTH_SECRET") or None
-    if secret is None:
-        raise ConfigError(
-            "BETTER_AUTH_SECRET is not set: set it to the secret of your Better Auth app "
-            "(32+ characters; `make run` generates one into .env)"
-        )
-    if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
-    return secret
+def _frontend_url() -> str:
+    return os.getenv("BETTER_AUTH_URL", "http://localhost:3000").rstrip("/")
 
 
 def _origins() -> list[str]:
-    frontend = os.getenv("BETTER_AUTH_URL", "http://localhost:3000")
     extra = os.getenv("CORS_ORIGINS", "")
-    return [frontend.rstrip("/")] + [o.strip().rstrip("/") for o in extra.split(",") if o.strip()]
+    return [_frontend_url()] + [o.strip().rstrip("/") for o in extra.split(",") if o.strip()]
+
+
+def _verifier() -> Verifier:
+    """HS256 with BETTER_AUTH_SECRET and Better Auth's JWKS (SPEC.md: Authentication)."""
+    secret = os.getenv("BETTER_AUTH_SECRET") or None
+    explicit_jwks = os.getenv("BETTER_AUTH_JWKS_URL") or None
+    if secret is None and explicit_jwks is None:
+        raise ConfigError(
+            "BETTER_AUTH_SECRET is not set: set it to the secret of your Better Auth app "
+            "(32+ characters; `make run` generates one into .env), or set "
+            "BETTER_AUTH_JWKS_URL for a deployment that only accepts JWKS-signed tokens"
+        )
+    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
+    frontend = _frontend_url()
+    try:
+        keys = JWKSKeys(explicit_jwks or f"{frontend}/api/auth/jwks")
+    except PyJWKClientError as error:
+        raise ConfigError(f"BETTER_AUTH_JWKS_URL: {error}") from None
+    # Better Auth's jwt plugin sets iss and aud to its baseURL, which is BETTER_AUTH_URL.
+    issuer = os.getenv("JWT_ISSUER") or (frontend, frontend + "/")
+    audience = os.getenv("JWT_AUDIENCE") or [frontend, frontend + "/"]
+    jwks = JWKSVerifier(keys, issuer, audience)
+    return make_verifier(SecretVerifier(secret) if secret else None, jwks)
 
 
 def create_app() -> Starlette:
     """The application, configured from the environment. Raises ConfigError."""
     store = Store(os.getenv("DATABASE_URL") or SQLITE_DEFAULT)
-    verify = make_verifier(_secret())
+    verify = _verifier()
 
     @asynccontextmanager
     async def lifespan(app: Starlette):

@@ -42,7 +42,7 @@ class RequestLogMiddleware:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        status = 500
+        status = 0  # 0: no response started yet
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -55,12 +55,10 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error, request_id=%s", request_id)
+            if status:  # the response had started; the client sees it cut short
+                raise
             problem = Problem.of(500, "internal error", request_id=request_id)
-            response = Response(problem.body(), 500, media_type=PROBLEM_JSON)
-            try:
-                await response(scope, receive, send_with_id)
-            except Exception:  # the response had already started; the client sees a cut
-                pass
+            await Response(problem.body(), 500, media_type=PROBLEM_JSON)(scope, receive, send_with_id)
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
             log.info(

@@ -88,17 +88,57 @@ class SecretVerifier:
             raise InvalidToken(str(error)) from None
 
 
-def make_verifier(secret: str | None) -> Verifier:
-    """The verifier for the configured key sources: HS256 tokens go only to the secret."""
+class JWKSVerifier:
+    """Asymmetric tokens of Better Auth's `jwt` plugin, checked against its JWKS.
+
+    The algorithm is the key's own (the JWK's `alg`, else implied by its type and curve), never
+    the token header's; `exp`, `iss` and `aud` are required and `iss`/`aud` must match.
+    """
+
+    algorithms = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
+
+    def __init__(self, keys, issuer: str, audience: str) -> None:
+        self._keys = keys  # middleware.jwks.JWKSKeys: async key(kid) -> PyJWK
+        self._issuer = issuer
+        self._audience = audience
+
+    async def claims(self, token: str, header: dict) -> dict:
+        """Verified claims of `token`; raises InvalidToken or KeysUnavailable."""
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("asymmetric token without a kid")
+        key = await self._keys.key(kid)
+        if key.algorithm_name not in self.algorithms:
+            raise InvalidToken(f"key {kid!r} has an unaccepted algorithm")
+        try:
+            return jwt.decode(
+                token,
+                key.key,
+                algorithms=[key.algorithm_name],
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as error:
+            raise InvalidToken(str(error)) from None
+
+
+def make_verifier(secret: SecretVerifier | None, jwks: JWKSVerifier | None) -> Verifier:
+    """The verifier over the configured key sources. The header's `alg` only routes the token:
+    HS256 goes to the secret alone, the asymmetric algorithms to the JWKS alone, anything else
+    (`none`, HS512, ...) is invalid (RFC 8725 section 3.1)."""
 
     async def verify(token: str) -> Caller:
         try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
             raise InvalidToken(str(error)) from None
+        algorithm = header.get("alg")
         if secret is not None and algorithm in SecretVerifier.algorithms:
-            return caller_from_claims(hs256.claims(token))
+            return caller_from_claims(secret.claims(token))
+        if jwks is not None and algorithm in JWKSVerifier.algorithms:
+            return caller_from_claims(await jwks.claims(token, header))
         raise InvalidToken(f"algorithm {algorithm!r} is not accepted")
 
-    hs256 = SecretVerifier(secret) if secret is not None else None
     return verify

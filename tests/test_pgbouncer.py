@@ -1,0 +1,115 @@
+"""The app behind PgBouncer in transaction pooling mode, as behind Neon's `-pooler` host: the
+app's pooled connections share a few server connections, one autocommit statement at a time."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psycopg2
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import Api, new_user, server_env
+from tests.pgcluster import PgBouncer
+from tests.servers import AppServer, PostgresDatabase
+from tests.test_neon_url import check_task_flow
+
+SERVER_CONNECTIONS = 3  # PgBouncer's pool: far fewer than the app's 20 connections
+PARALLEL = 30
+
+
+@pytest.fixture(scope="module")
+def database(postgres_admin_url):
+    """A fresh database, so the app creates its tables through PgBouncer too."""
+    database = PostgresDatabase(postgres_admin_url)
+    yield database
+    database.drop()
+
+
+def bouncer_for(database: PostgresDatabase, pool_size: int) -> PgBouncer:
+    url = make_url(database.url)
+    return PgBouncer(url.host or "127.0.0.1", url.port or 5432, url.database,
+                     url.username or "postgres", url.password, pool_size=pool_size).start()
+
+
+@pytest.fixture(scope="module")
+def pooled_server(database):
+    bouncer = bouncer_for(database, SERVER_CONNECTIONS)
+    server = AppServer(server_env(bouncer.url())).start()
+    yield server
+    server.stop()
+    bouncer.stop()
+
+
+def query(database: PostgresDatabase, sql: str, *params) -> list[tuple]:
+    """Rows of `sql` on the database itself, not through PgBouncer."""
+    with psycopg2.connect(database.url) as connection, connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    connection.close()
+    return rows
+
+
+def in_parallel(server: AppServer, count: int, call) -> list[httpx.Response]:
+    """`call(http, n)` for n in range(count), all at once."""
+    limits = httpx.Limits(max_connections=count)
+    with httpx.Client(base_url=server.url, timeout=20, limits=limits) as http:
+        with ThreadPoolExecutor(count) as pool:
+            return list(pool.map(lambda n: call(http, n), range(count)))
+
+
+def test_task_flow_through_pgbouncer(pooled_server, family):
+    with httpx.Client(base_url=pooled_server.url, timeout=30) as http:
+        check_task_flow(Api(http, new_user(), family))
+
+
+def test_concurrent_requests_share_the_few_server_connections(pooled_server, database):
+    user = new_user()
+    families = ["A", "B"]
+    responses = in_parallel(pooled_server, PARALLEL, lambda http, n: Api(
+        http, user, families[n % 2]).create({"title": f"task {n}"}))
+    assert [r.status_code for r in responses] == [201] * PARALLEL, [r.text for r in responses]
+    with httpx.Client(base_url=pooled_server.url, timeout=30) as http:
+        listed = Api(http, user, "B").list(sort="title").json()
+    assert sorted(t["title"] for t in listed) == sorted(f"task {n}" for n in range(PARALLEL))
+    server_connections = query(
+        database, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'todo-api'")
+    assert 1 <= server_connections[0][0] <= SERVER_CONNECTIONS
+
+
+def test_concurrent_first_requests_of_a_new_user(pooled_server, database):
+    user = new_user()
+
+    def first_call(http, n):
+        if n % 2:
+            return http.get("/api/tasks", headers=user.headers)
+        return http.post("/api/tasks", json={"title": f"t{n}"}, headers=user.headers)
+
+    responses = in_parallel(pooled_server, PARALLEL, first_call)
+    assert sorted({r.status_code for r in responses}) == [200, 201], [r.text for r in responses]
+    assert query(database, "SELECT count(*) FROM users WHERE id = %s", user.id) == [(1,)]
+    assert query(database, "SELECT count(*) FROM tasks WHERE user_id = %s", user.id) == [(PARALLEL // 2,)]
+
+
+def test_a_session_setting_belongs_to_the_server_connection_not_the_client(database):
+    """Why store.py's per-connection `SET statement_timeout` is not reliable behind the pooler:
+    the SET runs on whichever server connection serves it, then that connection serves other
+    clients (they inherit it) while this client's next statements may run on another one
+    (without it). Sending it as the `options` startup parameter instead is silently dropped.
+    A role or database default (`ALTER ROLE todo SET statement_timeout = '10s'`) holds on every
+    server connection."""
+    bouncer = bouncer_for(database, pool_size=1)
+    try:
+        setter, other = (psycopg2.connect(bouncer.url()) for _ in range(2))
+        with_options = psycopg2.connect(bouncer.url(), options="-c statement_timeout=1234")
+        for connection in (setter, other, with_options):
+            connection.autocommit = True
+        setter.cursor().execute("SET statement_timeout = '4321ms'")
+        for connection in (other, with_options):
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW statement_timeout")
+                assert cursor.fetchone() == ("4321ms",)
+        for connection in (setter, other, with_options):
+            connection.close()
+    finally:
+        bouncer.stop()
