@@ -39,15 +39,22 @@ def require_program(name: str, *search_dirs: str) -> str:
     """The path of program `name`, from PATH or else `search_dirs`."""
     path = shutil.which(name) or shutil.which(name, path=os.pathsep.join(search_dirs) or None)
     if not path:
-        unavailable(f"{name} is not installed (Debian: apt-get install postgresql pgbouncer openssl)")
+        unavailable(f"{name} is not installed (Debian packages: postgresql, pgbouncer, openssl)")
     return path
 
 
 def postgres_bin_dirs() -> list[str]:
     """Debian's PostgreSQL program directories, newest version first; PG_BINDIR wins."""
-    found = glob.glob("/usr/lib/postgresql/*/bin")
-    found.sort(key=lambda d: int(d.split("/")[-2]) if d.split("/")[-2].isdigit() else 0, reverse=True)
+    found = [d for d in glob.glob("/usr/lib/postgresql/*/bin") if d.split("/")[-2].isdigit()]
+    found.sort(key=lambda d: int(d.split("/")[-2]), reverse=True)
     return [os.environ["PG_BINDIR"], *found] if os.getenv("PG_BINDIR") else found
+
+
+def connection_url(scheme: str, user: str, password: str, address: str, dbname: str,
+                   query: dict[str, str]) -> str:
+    """`scheme://user:password@address/dbname?query`, the password percent-encoded."""
+    url = f"{scheme}://{user}:{quote(password, safe='')}@{address}/{dbname}"
+    return f"{url}?{urlencode(query)}" if query else url
 
 
 def unprivileged() -> dict:
@@ -171,10 +178,10 @@ class PostgresCluster(_Process):
         if done.returncode:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
 
-    def admin(self, sql: str, *params, dbname: str = "postgres") -> list[tuple]:
+    def admin(self, sql: str, *params) -> list[tuple]:
         """Run `sql` as superuser over the trusted Unix socket; the rows it returns."""
         connection = psycopg2.connect(host=str(self.dir), port=self.port, user="postgres",
-                                      dbname=dbname, connect_timeout=5)
+                                      dbname="postgres", connect_timeout=5)
         connection.autocommit = True
         try:
             with connection.cursor() as cursor:
@@ -185,8 +192,8 @@ class PostgresCluster(_Process):
 
     def url(self, scheme: str = "postgresql", host: str = "localhost", **query: str) -> str:
         """`scheme://todo:PASSWORD@host:PORT/todo?query`, a Neon-style connection string."""
-        url = f"{scheme}://{self.USER}:{quote(self.password, safe='')}@{host}:{self.port}/{self.DATABASE}"
-        return f"{url}?{urlencode(query)}" if query else url
+        address = f"{host}:{self.port}"
+        return connection_url(scheme, self.USER, self.password, address, self.DATABASE, query)
 
 
 class PgBouncer(_Process):
@@ -204,9 +211,9 @@ class PgBouncer(_Process):
         super().__init__("todo-pgbouncer-")
         self.port = free_port()
         self.password = secrets.token_urlsafe(24)
-        target = f"host={host} port={port} dbname={dbname} user={server_user}"
+        self.target = f"host={host} port={port} dbname={dbname} user={server_user}"
         if server_password:
-            target += f" password={server_password}"
+            self.target += f" password={server_password}"
         self.config = {
             "listen_addr": "127.0.0.1",
             "listen_port": self.port,
@@ -218,7 +225,6 @@ class PgBouncer(_Process):
             "max_client_conn": 500,
             "ignore_startup_parameters": "extra_float_digits,options",
         }
-        self.target = target
 
     def start(self) -> "PgBouncer":
         settings = "".join(f"{name} = {value}\n" for name, value in self.config.items())
@@ -237,5 +243,5 @@ class PgBouncer(_Process):
 
     def url(self, scheme: str = "postgresql", **query: str) -> str:
         """`scheme://todo:PASSWORD@127.0.0.1:PORT/todo?query`, the pooled connection string."""
-        url = f"{scheme}://{self.USER}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{self.DATABASE}"
-        return f"{url}?{urlencode(query)}" if query else url
+        address = f"127.0.0.1:{self.port}"
+        return connection_url(scheme, self.USER, self.password, address, self.DATABASE, query)

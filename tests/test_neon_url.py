@@ -28,7 +28,7 @@ def neon_server(request, cluster):
 
 
 def check_task_flow(api: Api) -> None:
-    """Create, list, get, update (PUT and PATCH), toggle twice, delete: each answers as specified."""
+    """Create, list, get, update (PUT, PATCH), toggle twice, delete: each answers as specified."""
     created = api.create({"title": "Buy milk", "description": "2 litres", "due_date": "2030-01-31"})
     assert created.status_code == 201, created.text
     task = created.json()
@@ -51,7 +51,7 @@ def startup_failure(url: str) -> str:
     so it never serves a request); its log."""
     server = AppServer(server_env(url)).start(wait=False)
     try:
-        assert server.process.wait(timeout=30) != 0, server.logs()
+        assert server.process.wait(timeout=15) != 0, server.logs()
     finally:
         server.stop()
     return server.logs()
@@ -69,12 +69,14 @@ def test_app_connections_use_tls(neon_server, cluster):
         " WHERE a.application_name = 'todo-api'"
     )
     assert connections, "the app holds no connection to the cluster"
-    assert all(user == "todo" and ssl and version.startswith("TLS") for user, ssl, version in connections)
+    for user, ssl, version in connections:
+        assert (user, ssl, version[:3]) == ("todo", True, "TLS")
 
 
 def test_sslmode_disable_is_refused_by_a_tls_only_server(cluster):
     log = startup_failure(cluster.url(sslmode="disable"))
-    assert 'no pg_hba.conf entry for host "127.0.0.1", user "todo", database "todo", no encryption' in log
+    assert 'no pg_hba.conf entry for host "127.0.0.1", user "todo"' in log
+    assert "no encryption" in log
     assert "Application startup failed" in log
     assert cluster.password not in log
 
@@ -84,4 +86,5 @@ def test_channel_binding_require_refuses_a_server_that_skips_it(cluster):
     channel_binding=require, which proves the parameter reaches libpq as given."""
     url = f"postgresql://todo@/todo?host={cluster.dir}&port={cluster.port}&channel_binding=require"
     log = startup_failure(url)
-    assert "channel binding required, but server authenticated client without channel binding" in log
+    assert "channel binding required, but server authenticated client without channel binding" \
+        in log

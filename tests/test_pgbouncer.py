@@ -64,9 +64,11 @@ def test_task_flow_through_pgbouncer(pooled_server, family):
 
 def test_concurrent_requests_share_the_few_server_connections(pooled_server, database):
     user = new_user()
-    families = ["A", "B"]
-    responses = in_parallel(pooled_server, PARALLEL, lambda http, n: Api(
-        http, user, families[n % 2]).create({"title": f"task {n}"}))
+
+    def create(http, n):
+        return Api(http, user, "AB"[n % 2]).create({"title": f"task {n}"})
+
+    responses = in_parallel(pooled_server, PARALLEL, create)
     assert [r.status_code for r in responses] == [201] * PARALLEL, [r.text for r in responses]
     with httpx.Client(base_url=pooled_server.url, timeout=30) as http:
         listed = Api(http, user, "B").list(sort="title").json()
@@ -88,7 +90,8 @@ def test_concurrent_first_requests_of_a_new_user(pooled_server, database):
     responses = in_parallel(pooled_server, PARALLEL, first_call)
     assert sorted({r.status_code for r in responses}) == [200, 201], [r.text for r in responses]
     assert query(database, "SELECT count(*) FROM users WHERE id = %s", user.id) == [(1,)]
-    assert query(database, "SELECT count(*) FROM tasks WHERE user_id = %s", user.id) == [(PARALLEL // 2,)]
+    tasks = query(database, "SELECT count(*) FROM tasks WHERE user_id = %s", user.id)
+    assert tasks == [(PARALLEL // 2,)]
 
 
 def test_a_session_setting_belongs_to_the_server_connection_not_the_client(database):
@@ -98,18 +101,19 @@ def test_a_session_setting_belongs_to_the_server_connection_not_the_client(datab
     (without it). Sending it as the `options` startup parameter instead is silently dropped.
     A role or database default (`ALTER ROLE todo SET statement_timeout = '10s'`) holds on every
     server connection."""
-    bouncer = bouncer_for(database, pool_size=1)
+    bouncer = bouncer_for(database, pool_size=1)  # one server connection for every client
+    connections = []
     try:
-        setter, other = (psycopg2.connect(bouncer.url()) for _ in range(2))
-        with_options = psycopg2.connect(bouncer.url(), options="-c statement_timeout=1234")
-        for connection in (setter, other, with_options):
-            connection.autocommit = True
+        for options in ("", "", "-c statement_timeout=1234"):
+            connections.append(psycopg2.connect(bouncer.url(), options=options))
+            connections[-1].autocommit = True
+        setter, other, with_options = connections
         setter.cursor().execute("SET statement_timeout = '4321ms'")
         for connection in (other, with_options):
             with connection.cursor() as cursor:
                 cursor.execute("SHOW statement_timeout")
                 assert cursor.fetchone() == ("4321ms",)
-        for connection in (setter, other, with_options):
-            connection.close()
     finally:
+        for connection in connections:
+            connection.close()
         bouncer.stop()
