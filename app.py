@@ -6,6 +6,7 @@ Configuration); see `.env.example`.
 
 import logging
 import os
+import secrets
 import sys
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from handlers import health, tasks
+from handlers.cursors import Cursors
 from handlers.errors import EXCEPTION_HANDLERS
 from middleware.auth import AuthMiddleware
 from middleware.request_log import RequestLogMiddleware
@@ -84,6 +86,14 @@ def _verifier() -> Verifier:
     return make_verifier(SecretVerifier(secret) if secret else None, jwks)
 
 
+def _cursor_key() -> bytes:
+    """Signing key of list cursors: derived from BETTER_AUTH_SECRET, so every worker and restart
+    agrees; a JWKS-only deployment gets a random key per process (cursors then only work
+    within one worker)."""
+    secret = os.getenv("BETTER_AUTH_SECRET")
+    return secret.encode() if secret else secrets.token_bytes(32)
+
+
 def create_app() -> Starlette:
     """The application, configured from the environment. Raises ConfigError."""
     store = Store(os.getenv("DATABASE_URL") or SQLITE_DEFAULT)
@@ -100,8 +110,13 @@ def create_app() -> Starlette:
             CORSMiddleware,
             allow_origins=_origins(),
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["Location", "Retry-After", "WWW-Authenticate", "X-Request-ID"],
+            allow_headers=[
+                "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",
+                "X-Request-ID",
+            ],
+            expose_headers=[
+                "ETag", "Link", "Location", "Retry-After", "WWW-Authenticate", "X-Request-ID",
+            ],
             max_age=600,
         ),
         Middleware(RequestLogMiddleware),
@@ -114,6 +129,7 @@ def create_app() -> Starlette:
         lifespan=lifespan,
     )
     app.state.store = store
+    app.state.cursors = Cursors(_cursor_key())
     return app
 
 

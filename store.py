@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from threading import Lock
 
-from sqlalchemy import Column, DateTime, event, exc, func, not_
+from sqlalchemy import Column, DateTime, and_, inspect, case, event, exc, func, literal, not_, or_, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.schema import CreateColumn
 from sqlmodel import Field, SQLModel, create_engine, delete, insert, select, update
 
 from schemas.tasks import ListQuery, TaskCreate
@@ -56,9 +57,11 @@ class User(SQLModel, table=True):
 
 
 class Task(SQLModel, table=True):
-    """A task owned by one user."""
+    """A task owned by one user. `version` starts at 1 and grows by one on every change (the
+    ETag); ids are never reused, not even on SQLite (AUTOINCREMENT)."""
 
     __tablename__ = "tasks"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: str = Field(foreign_key="users.id", index=True)
@@ -66,8 +69,10 @@ class Task(SQLModel, table=True):
     description: str | None = Field(default=None, max_length=1000)
     completed: bool = Field(default=False, index=True)
     due_date: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
+    completed_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     created_at: datetime = Field(sa_column=_timestamp(nullable=False))
     updated_at: datetime = Field(sa_column=_timestamp(nullable=False))
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
 
 
 TASK_COLUMNS = tuple(Task.__table__.c)
@@ -143,6 +148,17 @@ def _drop_dead_connection(dbapi_connection, _record, _proxy) -> None:
         raise exc.DisconnectionError("server closed the idle connection")
 
 
+Versions = list[int] | str | None  # If-Match: None (absent), "*" (any), or acceptable versions
+
+
+class VersionMismatch(Exception):
+    """The task exists but not at an expected version; `current` is the task as it is now."""
+
+    def __init__(self, current: dict) -> None:
+        super().__init__("version mismatch")
+        self.current = current
+
+
 class Store:
     """Every query of the API over one engine. Methods are blocking: call them off the event loop.
 
@@ -168,9 +184,18 @@ class Store:
             raise
 
     def create_tables(self) -> None:
-        """Create missing tables and indexes (idempotent)."""
+        """Create missing tables and indexes, and add columns that a table created by an older
+        version lacks (idempotent; this project's only migration step)."""
         with self._connect() as connection:
             SQLModel.metadata.create_all(connection)
+            inspector = inspect(connection)
+            for table in SQLModel.metadata.sorted_tables:
+                present = {column["name"] for column in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in present:
+                        ddl = CreateColumn(column).compile(dialect=connection.dialect)
+                        connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+                        log.warning("added column %s.%s", table.name, column.name)
 
     def ping(self) -> None:
         """One trivial query; raises DatabaseUnavailable if the database does not answer."""
@@ -223,18 +248,22 @@ class Store:
 
     # tasks
 
-    def list_tasks(self, user_id: str, query: ListQuery) -> list[dict]:
-        """The user's tasks filtered by `query.status`, ordered by `query.sort`, ties on id."""
+    def list_tasks(
+        self, user_id: str, query: ListQuery, after: tuple[object, int] | None = None
+    ) -> list[dict]:
+        """Up to `query.limit + 1` of the user's tasks, filtered by `query.status` and ordered by
+        `query.sort` then id (both in the same direction, no-value rows last); with `after`
+        (sort value, id) of the previous page's last task, only the tasks after it (keyset
+        pagination: no task is skipped or repeated when others are added or deleted)."""
         statement = select(*TASK_COLUMNS).where(Task.user_id == user_id)
         if query.status != "all":
             statement = statement.where(Task.completed == (query.status == "completed"))
-        key = {"created": Task.created_at, "title": func.lower(Task.title), "due_date": Task.due_date}
-        sort_key = key[query.sort]
-        direction = (lambda column: column.desc()) if query.descending else (lambda c: c.asc())
-        if query.sort == "due_date":
-            statement = statement.order_by(direction(sort_key).nulls_last(), direction(Task.id))
-        else:
-            statement = statement.order_by(direction(sort_key), direction(Task.id))
+        key, nullable = SORT_KEYS[query.sort]
+        if after is not None:
+            statement = statement.where(_after(key, nullable, query.descending, *after))
+        direction = (lambda c: c.desc()) if query.descending else (lambda c: c.asc())
+        first = direction(key).nulls_last() if nullable else direction(key)
+        statement = statement.order_by(first, direction(Task.id)).limit(query.limit + 1)
         with self._connect() as connection:
             return [dict(row) for row in connection.execute(statement).mappings()]
 
@@ -250,40 +279,108 @@ class Store:
         now = _now()
         statement = (
             insert(Task)
-            .values(user_id=user_id, created_at=now, updated_at=now, **data.model_dump())
+            .values(
+                user_id=user_id, created_at=now, updated_at=now, version=1,
+                completed_at=now if data.completed else None, **data.model_dump(),
+            )
             .returning(*TASK_COLUMNS)
         )
         with self._connect() as connection:
             return dict(connection.execute(statement).mappings().one())
 
-    def update_task(self, user_id: str, task_id: int, changes: dict[str, object]) -> dict | None:
+    def update_task(
+        self, user_id: str, task_id: int, changes: dict[str, object], versions: Versions = None
+    ) -> dict | None:
         """Apply `changes` ({column: value}) to the user's task; None if it is not theirs.
 
-        An empty `changes` changes nothing, not even `updated_at`.
+        `completed_at` follows `completed`: set when the task becomes completed, kept while it
+        stays so, cleared when it is reopened. An empty `changes` changes nothing, not even
+        `updated_at`. With `versions`, see `_change`.
         """
         if not changes:
-            return self.get_task(user_id, task_id)
-        return self._update(user_id, task_id, {**changes, "updated_at": _now()})
+            return self._check_versions(self.get_task(user_id, task_id), versions)
+        now = _now()
+        values = {**changes, "updated_at": now}
+        if "completed" in values:
+            values["completed_at"] = (
+                case((Task.completed, Task.completed_at), else_=now) if values["completed"] else None
+            )
+        return self._change(user_id, task_id, values, versions)
 
-    def toggle_task(self, user_id: str, task_id: int) -> dict | None:
+    def toggle_task(self, user_id: str, task_id: int, versions: Versions = None) -> dict | None:
         """Flip `completed` atomically in the database, so concurrent toggles all count."""
-        return self._update(
-            user_id, task_id, {"completed": not_(Task.completed), "updated_at": _now()}
-        )
+        now = _now()
+        values = {
+            "completed": not_(Task.completed),
+            "completed_at": case((Task.completed, None), else_=now),
+            "updated_at": now,
+        }
+        return self._change(user_id, task_id, values, versions)
 
-    def _update(self, user_id: str, task_id: int, values: dict) -> dict | None:
+    def delete_task(self, user_id: str, task_id: int, versions: Versions = None) -> bool:
+        """Delete the user's task; False if it does not exist or belongs to someone else.
+
+        Raises VersionMismatch as `_change` does."""
+        statement = delete(Task).where(*_owned(user_id, task_id, versions))
+        with self._connect() as connection:
+            if connection.execute(statement).rowcount == 1:
+                return True
+        return self._check_versions(self.get_task(user_id, task_id), versions) is not None
+
+    def _change(self, user_id: str, task_id: int, values: dict, versions: Versions) -> dict | None:
+        """One UPDATE ... RETURNING of the user's task setting `values` (which include
+        `updated_at`) and bumping `version`.
+
+        `versions` (from If-Match) is None for no condition, "*" for any version, or the list
+        of acceptable versions: if the task exists at another version, nothing changes and
+        VersionMismatch carries the current task.
+        """
         statement = (
             update(Task)
-            .where(Task.id == task_id, Task.user_id == user_id)
-            .values(values)
+            .where(*_owned(user_id, task_id, versions))
+            .values({**values, "version": Task.version + 1})
             .returning(*TASK_COLUMNS)
         )
         with self._connect() as connection:
             row = connection.execute(statement).mappings().first()
-        return dict(row) if row else None
+        if row:
+            return dict(row)
+        if versions is None:
+            return None
+        return self._check_versions(self.get_task(user_id, task_id), versions)
 
-    def delete_task(self, user_id: str, task_id: int) -> bool:
-        """Delete the user's task; False if it does not exist or belongs to someone else."""
-        statement = delete(Task).where(Task.id == task_id, Task.user_id == user_id)
-        with self._connect() as connection:
-            return connection.execute(statement).rowcount == 1
+    @staticmethod
+    def _check_versions(task: dict | None, versions: Versions) -> dict | None:
+        if task is not None and versions not in (None, "*") and task["version"] not in versions:
+            raise VersionMismatch(task)
+        return task
+
+
+def _owned(user_id: str, task_id: int, versions: Versions) -> list:
+    conditions = [Task.id == task_id, Task.user_id == user_id]
+    if versions not in (None, "*"):
+        conditions.append(Task.version.in_(versions))
+    return conditions
+
+
+SORT_KEYS = {  # sort name -> (column expression, may be NULL)
+    "created": (Task.created_at, False),
+    "updated": (Task.updated_at, False),
+    "completed": (Task.completed_at, True),
+    "title": (func.lower(Task.title), False),
+    "due_date": (Task.due_date, True),
+}
+
+
+def _after(key, nullable: bool, descending: bool, value: object, last_id: int):
+    """Rows after (value, last_id) in the order (key, id), both descending or both ascending,
+    rows whose key is NULL last."""
+    later = (lambda a, b: a < b) if descending else (lambda a, b: a > b)
+    if value is None:  # already in the NULL tail, ordered by id alone
+        return and_(key.is_(None), later(Task.id, last_id))
+    if isinstance(value, str):  # title: compare lower() on both sides, as the ORDER BY does
+        bound = func.lower(literal(value))
+    else:
+        bound = literal(value, Task.created_at.type)
+    after = later(tuple_(key, Task.id), tuple_(bound, literal(last_id)))
+    return or_(after, key.is_(None)) if nullable else after

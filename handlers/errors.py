@@ -8,7 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from schemas.problem import PROBLEM_JSON, FieldError, Problem
-from store import DatabaseUnavailable
+from schemas.tasks import TaskPublic, task_etag
+from store import DatabaseUnavailable, VersionMismatch
 
 log = logging.getLogger("todo.errors")
 DATABASE_RETRY_AFTER_SECONDS = 5
@@ -84,8 +85,17 @@ async def on_database_unavailable(request: Request, error: DatabaseUnavailable) 
     return problem_response(problem, {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
 
+async def on_version_mismatch(request: Request, error: VersionMismatch) -> Response:
+    """412: If-Match named another version; the body carries the task as it is now."""
+    current = error.current
+    task = TaskPublic.model_validate(current).model_dump(mode="json")
+    problem = Problem.of(412, "the task has changed since you read it", task=task)
+    return problem_response(problem, {"ETag": task_etag(current)})
+
+
 EXCEPTION_HANDLERS = {
     ProblemError: on_problem,
     HTTPException: on_http_exception,
     DatabaseUnavailable: on_database_unavailable,
+    VersionMismatch: on_version_mismatch,
 }

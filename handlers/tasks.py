@@ -5,6 +5,7 @@ same after checking the path's user is the token's user (else 403, before any qu
 """
 
 import functools
+import hashlib
 from collections.abc import Callable
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -12,9 +13,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from handlers.cursors import Cursors
 from handlers.errors import ProblemError, invalid_input
-from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskUpdate
-from store import Store
+from schemas.problem import FieldError
+from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskUpdate, task_etag
+from store import Store, Versions
 
 MAX_BODY_BYTES = 64 * 1024  # SPEC.md: bodies over 64 KiB are 413
 MAX_TASK_ID = 2**31 - 1  # PostgreSQL integer
@@ -23,12 +26,6 @@ _TASK_LIST = TypeAdapter(list[TaskPublic])
 
 def _json(content: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(content, status, headers, media_type="application/json")
-
-
-def _task_response(task: dict | None, status: int = 200, **headers: str) -> Response:
-    if task is None:
-        raise ProblemError(404, "task not found")
-    return _json(TaskPublic.model_validate(task).model_dump_json().encode(), status, headers)
 
 
 def _task_id(request: Request) -> int:
@@ -87,14 +84,71 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
         raise invalid_input(error) from None
 
 
+def _tags(header: str) -> list[str]:
+    return [tag.strip() for tag in header.split(",") if tag.strip()]
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    """If-None-Match matches `etag`, by weak comparison (RFC 9110 section 13.1.2)."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    tags = _tags(header)
+    return "*" in tags or etag in (tag.removeprefix("W/") for tag in tags)
+
+
+def _if_match(request: Request, task_id: int) -> Versions:
+    """The task versions If-Match accepts (RFC 9110 section 13.1.1, strong comparison): None
+    without the header, "*" for any, else the versions of this task's ETags it lists."""
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    tags = _tags(header)
+    if "*" in tags:
+        return "*"
+    versions = []
+    for tag in tags:
+        task, _, version = tag.strip('"').partition("-")
+        well_formed = tag.startswith('"') and tag.endswith('"') and version.isdigit()
+        if well_formed and task == str(task_id) and len(version) < 10:
+            versions.append(int(version))
+    return versions
+
+
+def _task_response(task: dict | None, status: int = 200, **headers: str) -> Response:
+    if task is None:
+        raise ProblemError(404, "task not found")
+    body = TaskPublic.model_validate(task).model_dump_json().encode()
+    return _json(body, status, {"ETag": task_etag(task), **headers})
+
+
 async def list_tasks(request: Request) -> Response:
-    """GET .../tasks?status=&sort=&order= -> 200, JSON array of tasks."""
+    """GET .../tasks?status=&sort=&order=&limit=&cursor= -> 200, JSON array of tasks, with
+    `Link: <...>; rel="next"` when more follow (RFC 8288) and an ETag of the page (304 for a
+    matching If-None-Match)."""
     try:
         query = ListQuery.model_validate(dict(request.query_params))
     except ValidationError as error:
         raise invalid_input(error, "query string") from None
-    tasks = await _run(request, Store.list_tasks, query)
-    return _json(_TASK_LIST.dump_json(_TASK_LIST.validate_python(tasks)))
+    cursors: Cursors = request.app.state.cursors
+    user_id = request.state.user.id
+    after = None
+    if query.cursor is not None:
+        try:
+            after = cursors.decode(query.cursor, user_id, query)
+        except ValueError as error:
+            errors = [FieldError(field="cursor", message=str(error))]
+            raise ProblemError(400, str(error), errors=errors) from None
+    rows = await _run(request, Store.list_tasks, query, after)
+    page = rows[: query.limit]
+    body = _TASK_LIST.dump_json(_TASK_LIST.validate_python(page))
+    headers = {"ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"'}
+    if len(rows) > query.limit:
+        next_page = request.url.include_query_params(cursor=cursors.encode(user_id, query, page[-1]))
+        headers["Link"] = f'<{next_page}>; rel="next"'
+    if _not_modified(request, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return _json(body, headers=headers)
 
 
 async def create_task(request: Request) -> Response:
@@ -105,27 +159,33 @@ async def create_task(request: Request) -> Response:
 
 
 async def get_task(request: Request) -> Response:
-    """GET .../tasks/{task_id} -> 200, the task."""
+    """GET .../tasks/{task_id} -> 200, the task (304 when If-None-Match has its ETag)."""
     task_id = _task_id(request)
-    return _task_response(await _run(request, Store.get_task, task_id))
+    task = await _run(request, Store.get_task, task_id)
+    if task is not None and _not_modified(request, task_etag(task)):
+        return Response(status_code=304, headers={"ETag": task_etag(task)})
+    return _task_response(task)
 
 
 async def update_task(request: Request) -> Response:
-    """PUT or PATCH .../tasks/{task_id} -> 200, the task; only the fields sent change."""
+    """PUT or PATCH .../tasks/{task_id} -> 200, the task; only the fields sent change.
+    With If-Match, only if the task still has that ETag (else 412)."""
     task_id = _task_id(request)
     changes = (await _body(request, TaskUpdate)).changes()
-    return _task_response(await _run(request, Store.update_task, task_id, changes))
+    versions = _if_match(request, task_id)
+    return _task_response(await _run(request, Store.update_task, task_id, changes, versions))
 
 
 async def toggle_task(request: Request) -> Response:
     """PATCH .../tasks/{task_id}/complete -> 200, the task with `completed` flipped."""
     task_id = _task_id(request)
-    return _task_response(await _run(request, Store.toggle_task, task_id))
+    versions = _if_match(request, task_id)
+    return _task_response(await _run(request, Store.toggle_task, task_id, versions))
 
 
 async def delete_task(request: Request) -> Response:
-    """DELETE .../tasks/{task_id} -> 204, empty body."""
+    """DELETE .../tasks/{task_id} -> 204, empty body (412 when If-Match does not match)."""
     task_id = _task_id(request)
-    if not await _run(request, Store.delete_task, task_id):
+    if not await _run(request, Store.delete_task, task_id, _if_match(request, task_id)):
         raise ProblemError(404, "task not found")
     return Response(status_code=204)

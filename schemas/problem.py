@@ -2,7 +2,7 @@
 
 from http import HTTPStatus
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -18,7 +18,10 @@ class Problem(BaseModel):
     """A problem details object: `{type, title, status, detail[, errors][, request_id]}`.
 
     `detail` is always present because frontends show it; `errors` lists invalid fields on 400.
+    Other extension members (RFC 9457 section 3.2) are allowed, e.g. `task` on 412.
     """
+
+    model_config = ConfigDict(extra="allow")
 
     type: str = "about:blank"
     title: str

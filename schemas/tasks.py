@@ -105,23 +105,38 @@ class TaskPublic(BaseModel):
     description: str | None
     completed: bool
     due_date: UTCDateTime | None
+    completed_at: UTCDateTime | None
     created_at: UTCDateTime
     updated_at: UTCDateTime
 
 
+LIMIT_MAX = 1000
+NEWEST_FIRST = ("created", "updated", "completed")  # default to descending
+
+
+def task_etag(task: dict) -> str:
+    """Strong ETag of a stored task: its id and version, which grows on every change
+    (RFC 9110 section 8.8.3)."""
+    return f'"{task["id"]}-{task["version"]}"'
+
+
 class ListQuery(BaseModel):
-    """Query string of GET .../tasks. `order` defaults per sort: created newest first,
-    title A-Z, due_date soonest first (SPEC.md: Endpoints)."""
+    """Query string of GET .../tasks. `order` defaults per sort: created, updated and completed
+    newest first, title A-Z, due_date soonest first (SPEC.md: Endpoints). `limit` 1-1000
+    (default 1000, so clients that know no pagination see every task of a normal user);
+    `cursor` is the opaque position of a next page."""
 
     model_config = ConfigDict(extra="ignore")
 
     status: Literal["all", "pending", "completed"] = "all"
-    sort: Literal["created", "title", "due_date"] = "created"
+    sort: Literal["created", "updated", "completed", "title", "due_date"] = "created"
     order: Literal["asc", "desc"] | None = None
+    limit: int = Field(default=LIMIT_MAX, ge=1, le=LIMIT_MAX)
+    cursor: str | None = Field(default=None, max_length=2048)
 
     @property
     def descending(self) -> bool:
         """Whether the sort runs high to low, after applying the per-sort default."""
         if self.order is None:
-            return self.sort == "created"
+            return self.sort in NEWEST_FIRST
         return self.order == "desc"

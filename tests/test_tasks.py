@@ -4,7 +4,8 @@ from datetime import datetime
 
 import pytest
 
-TASK_KEYS = {"id", "title", "description", "completed", "due_date", "created_at", "updated_at"}
+TASK_KEYS = {"id", "title", "description", "completed", "due_date", "completed_at", "created_at",
+             "updated_at"}
 
 
 def parse_time(value: str) -> datetime:
@@ -181,3 +182,30 @@ def test_unknown_query_parameters_are_ignored(api):
     task = api.new_task()
     response = api.request("GET", api.path(), params={"user_id": "someone-else", "page": "2"})
     assert [t["id"] for t in response.json()] == [task["id"]]
+
+
+def test_completed_at_follows_completion_by_every_route(api):
+    task = api.new_task()
+    assert task["completed_at"] is None
+    done = api.toggle(task["id"]).json()
+    assert parse_time(done["completed_at"]) == parse_time(done["updated_at"])
+    again = api.update(task["id"], {"completed": True, "title": "still done"}).json()
+    assert again["completed_at"] == done["completed_at"]  # stays from the first completion
+    reopened = api.update(task["id"], {"completed": False}, method="PATCH").json()
+    assert reopened["completed_at"] is None
+    assert api.toggle(task["id"]).json()["completed_at"] is not None
+    assert api.toggle(task["id"]).json()["completed_at"] is None
+    created_done = api.new_task(completed=True)
+    assert parse_time(created_done["completed_at"]) == parse_time(created_done["created_at"])
+
+
+def test_sort_by_updated_and_completed(api):
+    first, second, third = (api.new_task(title=str(n))["id"] for n in range(3))
+    api.update(first, {"title": "touched"})
+    assert [t["id"] for t in api.list(sort="updated").json()] == [first, third, second]
+    assert [t["id"] for t in api.list(sort="updated", order="asc").json()] == [second, third, first]
+    api.toggle(third)
+    api.toggle(first)
+    newest_done = [t["id"] for t in api.list(sort="completed").json()]
+    assert newest_done == [first, third, second]  # never completed: last
+    assert [t["id"] for t in api.list(sort="completed", order="asc").json()] == [third, first, second]

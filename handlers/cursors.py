@@ -1,0 +1,51 @@
+"""Opaque list cursors for keyset pagination (issue #6).
+
+A cursor is the previous page's last task's sort value and id, bound to the user and to the
+list's status, sort and order, and signed (itsdangerous), so a tampered cursor, another user's
+cursor or one from a differently sorted list is rejected with ValueError (400).
+"""
+
+from datetime import datetime
+
+from itsdangerous import BadData, URLSafeSerializer
+
+from schemas.tasks import ListQuery, as_utc
+
+SORT_FIELDS = {
+    "created": "created_at",
+    "updated": "updated_at",
+    "completed": "completed_at",
+    "title": "title",
+    "due_date": "due_date",
+}
+
+
+class Cursors:
+    """Encodes and checks cursors with a secret key (bytes or str)."""
+
+    def __init__(self, secret: str | bytes) -> None:
+        self._serializer = URLSafeSerializer(secret, salt="todo-api list cursor")
+
+    @staticmethod
+    def _scope(user_id: str, query: ListQuery) -> list:
+        return [user_id, query.status, query.sort, query.descending]
+
+    def encode(self, user_id: str, query: ListQuery, last: dict) -> str:
+        """The cursor of the page that follows the task `last` (a store row)."""
+        value = last[SORT_FIELDS[query.sort]]
+        if isinstance(value, datetime):
+            value = as_utc(value).isoformat()
+        return self._serializer.dumps({"s": self._scope(user_id, query), "v": value, "i": last["id"]})
+
+    def decode(self, cursor: str, user_id: str, query: ListQuery) -> tuple[object, int]:
+        """(sort value, id) of the last task before the page; ValueError if not ours or invalid."""
+        try:
+            data = self._serializer.loads(cursor)
+        except BadData:
+            raise ValueError("cursor is invalid") from None
+        if data.get("s") != self._scope(user_id, query):
+            raise ValueError("cursor belongs to another list (user, status, sort or order)")
+        value, last_id = data["v"], data["i"]
+        if value is not None and query.sort != "title":
+            value = datetime.fromisoformat(value)
+        return value, last_id

@@ -1,0 +1,130 @@
+"""Conditional requests (issue #6, RFC 9110 section 13): strong ETags, If-Match against lost
+updates, If-None-Match for cheap re-reads; without the headers nothing changes."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tests.conftest import Api, new_user
+from tests.test_validation import assert_problem
+
+
+def test_every_single_task_response_has_an_etag_that_changes(api):
+    created = api.create({"title": "t"})
+    etag = created.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"') and not etag.startswith("W/")
+    task_id = created.json()["id"]
+    assert api.get(task_id).headers["etag"] == etag
+    seen = {etag}
+    for change in (lambda: api.update(task_id, {"title": "u"}), lambda: api.toggle(task_id),
+                   lambda: api.update(task_id, {"description": "d"}, method="PATCH")):
+        response = change()
+        assert response.headers["etag"] not in seen
+        seen.add(response.headers["etag"])
+        assert api.get(task_id).headers["etag"] == response.headers["etag"]
+
+
+def test_if_none_match_on_a_task(api):
+    created = api.create({"title": "t"})
+    etag, task_id = created.headers["etag"], created.json()["id"]
+    cached = api.request("GET", api.path(task_id), headers={"If-None-Match": etag})
+    assert cached.status_code == 304
+    assert cached.content == b""
+    assert cached.headers["etag"] == etag
+    weak = api.request("GET", api.path(task_id), headers={"If-None-Match": f"W/{etag}"})
+    assert weak.status_code == 304
+    api.toggle(task_id)
+    changed = api.request("GET", api.path(task_id), headers={"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.json()["completed"] is True
+
+
+def test_if_none_match_on_the_list(api):
+    api.new_task()
+    first = api.list()
+    etag = first.headers["etag"]
+    again = api.request("GET", api.path(), headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    api.new_task()
+    assert api.request("GET", api.path(), headers={"If-None-Match": etag}).status_code == 200
+    other_query = api.request("GET", api.path(), params={"status": "completed"},
+                              headers={"If-None-Match": etag})
+    assert other_query.status_code == 200
+
+
+def test_if_match_applies_only_to_the_current_version(api):
+    created = api.create({"title": "v1"})
+    old, task_id = created.headers["etag"], created.json()["id"]
+    ok = api.update(task_id, {"title": "v2"}, headers={"If-Match": old})
+    assert ok.status_code == 200
+    current = ok.json()
+    for response in (
+        api.update(task_id, {"title": "stale"}, headers={"If-Match": old}),
+        api.update(task_id, {"title": "stale"}, method="PATCH", headers={"If-Match": old}),
+        api.request("PATCH", api.path(task_id, "/complete"), headers={"If-Match": old}),
+        api.request("DELETE", api.path(task_id), headers={"If-Match": old}),
+        api.update(task_id, {}, headers={"If-Match": old}),
+    ):
+        problem = assert_problem(response, 412)
+        assert problem["task"] == current
+        assert response.headers["etag"] == ok.headers["etag"]
+    assert api.get(task_id).json() == current
+
+
+def test_if_match_forms(api):
+    created = api.create({"title": "t"})
+    etag, task_id = created.headers["etag"], created.json()["id"]
+    for form in (lambda tag: f'"0-0", {tag}', lambda tag: "*", lambda tag: tag):
+        header = form(etag)
+        response = api.request("PATCH", api.path(task_id, "/complete"), headers={"If-Match": header})
+        assert response.status_code == 200, header
+        etag = response.headers["etag"]
+    for header in (f"W/{etag}", '"garbage"', etag.replace('"', "")):
+        response = api.request("PATCH", api.path(task_id, "/complete"), headers={"If-Match": header})
+        assert response.status_code == 412, header
+    other = api.new_task()
+    foreign_etag = api.get(other["id"]).headers["etag"]
+    assert api.update(task_id, {"title": "x"}, headers={"If-Match": foreign_etag}).status_code == 412
+
+
+def test_if_match_delete(api):
+    created = api.create({"title": "t"})
+    response = api.request("DELETE", api.path(created.json()["id"]),
+                           headers={"If-Match": created.headers["etag"]})
+    assert response.status_code == 204
+
+
+def test_if_match_on_missing_or_foreign_task_is_404(api, other):
+    task = api.new_task()
+    etag = api.get(task["id"]).headers["etag"]
+    assert_problem(other.update(task["id"], {"title": "x"}, headers={"If-Match": etag}), 404)
+    assert_problem(other.request("DELETE", other.path(task["id"]), headers={"If-Match": "*"}), 404)
+    assert_problem(api.update(2147483000, {"title": "x"}, headers={"If-Match": "*"}), 404)
+    assert api.get(task["id"]).json() == task
+
+
+def test_two_clients_racing_with_if_match_exactly_one_wins(server, client, family):
+    api = Api(client, new_user(), family)
+    created = api.create({"title": "start"})
+    etag, task_id = created.headers["etag"], created.json()["id"]
+    racers = 10
+
+    def race(n):
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            return Api(http, api.user, family).update(
+                task_id, {"title": f"writer {n}"}, headers={"If-Match": etag}
+            )
+
+    with ThreadPoolExecutor(racers) as pool:
+        responses = list(pool.map(race, range(racers)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [412] * (racers - 1)
+    winner = next(r for r in responses if r.status_code == 200).json()
+    assert api.get(task_id).json() == winner
+
+
+def test_without_headers_updates_are_unconditional(api):
+    task = api.new_task()
+    api.update(task["id"], {"title": "a"})
+    assert api.update(task["id"], {"title": "b"}).json()["title"] == "b"

@@ -1,0 +1,119 @@
+"""Keyset pagination (issue #6): `limit`, opaque `cursor`, `Link: rel="next"` (RFC 8288); no
+task skipped or repeated while tasks are added or deleted between pages, for every sort."""
+
+import random
+import re
+
+import pytest
+
+from tests.conftest import Api, new_user
+from tests.test_validation import assert_problem
+
+SORTS = ["created", "updated", "completed", "title", "due_date"]
+
+
+def next_link(response) -> str | None:
+    match = re.fullmatch(r'<([^>]+)>; rel="next"', response.headers.get("link", ""))
+    return match[1] if match else None
+
+
+def walk(api: Api, params: dict, between_pages=lambda page: None) -> list[dict]:
+    """Follow rel=next to the end; returns every task seen, in order."""
+    response = api.list(**params)
+    seen = []
+    while True:
+        assert response.status_code == 200, response.text
+        page = response.json()
+        seen.extend(page)
+        link = next_link(response)
+        if link is None:
+            return seen
+        assert len(page) == params["limit"]
+        between_pages(page)
+        response = api.request("GET", link)
+
+
+def test_default_limit_returns_everything_without_link(api):
+    for n in range(5):
+        api.new_task(title=str(n))
+    response = api.list()
+    assert len(response.json()) == 5
+    assert "link" not in response.headers
+
+
+def test_limit_and_link(api):
+    made = [api.new_task(title=str(n))["id"] for n in range(5)]
+    first = api.list(limit=2)
+    assert [t["id"] for t in first.json()] == made[::-1][:2]
+    link = next_link(first)
+    assert link and "cursor=" in link and "limit=2" in link
+    assert [t["id"] for t in walk(api, {"limit": 2})] == made[::-1]
+    assert "link" not in api.list(limit=5).headers
+
+
+def make_varied_tasks(api: Api, count: int) -> None:
+    rng = random.Random(count)
+    for n in range(count):
+        body = {"title": rng.choice(["apple", "Apple", "banana", "cherry", f"t{n}"])}
+        if rng.random() < 0.6:
+            body["due_date"] = rng.choice(["2030-01-01", "2030-06-01", "2031-01-01"])
+        task = api.new_task(**body)
+        if rng.random() < 0.5:
+            api.toggle(task["id"])
+
+
+@pytest.mark.parametrize("order", [None, "asc", "desc"])
+def test_pages_match_the_unpaged_list_for_every_sort(client, order):
+    api = Api(client, new_user(), "A")
+    make_varied_tasks(api, 17)
+    for sort in SORTS:
+        for status in ("all", "completed"):
+            params = {"sort": sort, "status": status, **({"order": order} if order else {})}
+            whole = [t["id"] for t in api.list(**params).json()]
+            for limit in (1, 4):
+                paged = [t["id"] for t in walk(api, {**params, "limit": limit})]
+                assert paged == whole, (sort, status, order, limit)
+
+
+@pytest.mark.parametrize("sort", SORTS)
+def test_no_skips_or_repeats_under_concurrent_inserts_and_deletes(client, family, sort):
+    api = Api(client, new_user(), family)
+    make_varied_tasks(api, 20)
+    original = {t["id"] for t in api.list().json()}
+    deleted, added = set(), set()
+    rng = random.Random(sort)
+
+    def churn(page):
+        unseen = original - deleted - {t["id"] for t in page}
+        victim = rng.choice(sorted(unseen)) if unseen else None
+        if victim is not None and api.delete(victim).status_code == 204:
+            deleted.add(victim)
+        added.add(api.new_task(title=f"new {len(added)}", due_date="2030-03-03")["id"])
+
+    seen = [t["id"] for t in walk(api, {"sort": sort, "limit": 3}, churn)]
+    assert len(seen) == len(set(seen)), "a task was repeated"
+    survivors = original - deleted
+    assert survivors <= set(seen), f"skipped: {survivors - set(seen)}"
+    assert not (set(seen) & deleted - set(seen[: len(seen)])), "deleted task returned"
+
+
+def test_cursor_is_bound_to_user_and_list(client, family):
+    api = Api(client, new_user(), family)
+    for n in range(3):
+        api.new_task(title=str(n))
+    link = next_link(api.list(limit=1))
+    cursor = re.search(r"cursor=([^&]+)", link)[1]
+    other = Api(client, new_user(), family)
+    assert_problem(other.list(limit=1, cursor=cursor), 400, "cursor")
+    assert_problem(api.list(limit=1, cursor=cursor, sort="title"), 400, "cursor")
+    assert_problem(api.list(limit=1, cursor=cursor, order="asc"), 400, "cursor")
+    assert_problem(api.list(limit=1, cursor=cursor, status="pending"), 400, "cursor")
+    tampered = cursor[:-3] + ("AAA" if not cursor.endswith("AAA") else "BBB")
+    assert_problem(api.list(limit=1, cursor=tampered), 400, "cursor")
+    assert_problem(api.list(limit=1, cursor="not a cursor"), 400, "cursor")
+    assert api.list(limit=1, cursor=cursor).status_code == 200
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "1001", "abc", "1.5", ""])
+def test_bad_limit_is_400(api, limit):
+    assert_problem(api.list(limit=limit), 400, "limit")
