@@ -4,6 +4,7 @@ Run with `uvicorn app:app`. Configuration comes from environment variables (SPEC
 Configuration); see `.env.example`.
 """
 
+import asyncio
 import logging
 import os
 import secrets
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from jwt import PyJWKClientError
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
@@ -24,9 +26,10 @@ from middleware.auth import AuthMiddleware
 from middleware.request_log import RequestLogMiddleware
 from middleware.jwks import JWKSKeys
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
-from store import SQLITE_DEFAULT, Store
+from store import SQLITE_DEFAULT, DatabaseUnavailable, Store
 
 MIN_SECRET_BYTES = 32
+PURGE_INTERVAL_SECONDS = 3600
 
 
 class ConfigError(Exception):
@@ -94,6 +97,18 @@ def _cursor_key() -> bytes:
     return secret.encode() if secret else secrets.token_bytes(32)
 
 
+async def _purge_idempotency_keys(store: Store) -> None:
+    """Delete expired Idempotency-Keys now and every PURGE_INTERVAL_SECONDS, in-process."""
+    while True:
+        try:
+            purged = await run_in_threadpool(store.purge_keys)
+            if purged:
+                logging.getLogger("todo.store").info("purged %d expired idempotency keys", purged)
+        except DatabaseUnavailable as error:
+            logging.getLogger("todo.store").warning("idempotency key purge skipped: %s", error)
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+
+
 def create_app() -> Starlette:
     """The application, configured from the environment. Raises ConfigError."""
     store = Store(os.getenv("DATABASE_URL") or SQLITE_DEFAULT)
@@ -102,7 +117,9 @@ def create_app() -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette):
         store.create_tables()
+        purging = asyncio.create_task(_purge_idempotency_keys(store))
         yield
+        purging.cancel()
         store.dispose()
 
     middleware = [
@@ -115,7 +132,8 @@ def create_app() -> Starlette:
                 "X-Request-ID",
             ],
             expose_headers=[
-                "ETag", "Link", "Location", "Retry-After", "WWW-Authenticate", "X-Request-ID",
+                "ETag", "Idempotent-Replayed", "Link", "Location", "Retry-After",
+                "WWW-Authenticate", "X-Request-ID",
             ],
             max_age=600,
         ),

@@ -10,7 +10,7 @@ import select as select_module
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from threading import Lock
 
 from sqlalchemy import Column, DateTime, and_, inspect, case, event, exc, func, literal, not_, or_, tuple_
@@ -75,7 +75,26 @@ class Task(SQLModel, table=True):
     version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
 
 
+class IdempotencyKey(SQLModel, table=True):
+    """A client's Idempotency-Key and the response it produced (IETF Idempotency-Key draft).
+
+    `status` is NULL while the first request with the key is still running.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: str = Field(primary_key=True)
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str
+    created_at: datetime = Field(sa_column=_timestamp(nullable=False, index=True))
+    status: int | None = None
+    response: str | None = None
+    etag: str | None = None
+
+
 TASK_COLUMNS = tuple(Task.__table__.c)
+IDEMPOTENCY_TTL = timedelta(hours=24)  # how long a key is remembered
+IDEMPOTENCY_ABANDONED = timedelta(minutes=1)  # an unfinished claim older than this is retaken
 
 
 def normalize_url(url: str) -> str:
@@ -245,6 +264,66 @@ class Store:
         )
         with self._connect() as connection:
             connection.execute(statement)
+
+    # idempotency keys
+
+    def claim_key(self, user_id: str, key: str, fingerprint: str) -> dict | None:
+        """Claim `key` for a first request: None when claimed (new, expired, or abandoned by a
+        request that never finished), else the stored row {fingerprint, status, response,
+        etag} (`status` None: the first request is still running)."""
+        now = _now()
+        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        claim = dialect_insert(IdempotencyKey).values(
+            user_id=user_id, key=key, fingerprint=fingerprint, created_at=now
+        )
+        retake = or_(
+            IdempotencyKey.created_at < now - IDEMPOTENCY_TTL,
+            and_(IdempotencyKey.status.is_(None),
+                 IdempotencyKey.created_at < now - IDEMPOTENCY_ABANDONED),
+        )
+        fresh = claim.excluded
+        claim = claim.on_conflict_do_update(
+            index_elements=[IdempotencyKey.user_id, IdempotencyKey.key],
+            set_={"fingerprint": fresh.fingerprint, "created_at": fresh.created_at,
+                  "status": None, "response": None, "etag": None},
+            where=retake,
+        ).returning(IdempotencyKey.key)
+        stored = select(
+            IdempotencyKey.fingerprint, IdempotencyKey.status, IdempotencyKey.response,
+            IdempotencyKey.etag,
+        ).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        with self._connect() as connection:
+            if connection.execute(claim).first() is not None:
+                return None
+            row = connection.execute(stored).mappings().first()
+        return dict(row) if row else None
+
+    def finish_key(self, user_id: str, key: str, status: int, response: str, etag: str) -> None:
+        """Store the response of the request that claimed `key`, for replays."""
+        statement = (
+            update(IdempotencyKey)
+            .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+            .values(status=status, response=response, etag=etag)
+        )
+        with self._connect() as connection:
+            connection.execute(statement)
+
+    def release_key(self, user_id: str, key: str) -> None:
+        """Forget an unfinished claim (its request failed), so a retry can run again."""
+        statement = delete(IdempotencyKey).where(
+            IdempotencyKey.user_id == user_id, IdempotencyKey.key == key,
+            IdempotencyKey.status.is_(None),
+        )
+        with self._connect() as connection:
+            connection.execute(statement)
+
+    def purge_keys(self) -> int:
+        """Delete keys older than IDEMPOTENCY_TTL; returns how many."""
+        statement = delete(IdempotencyKey).where(
+            IdempotencyKey.created_at < _now() - IDEMPOTENCY_TTL
+        )
+        with self._connect() as connection:
+            return connection.execute(statement).rowcount
 
     # tasks
 

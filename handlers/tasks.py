@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from handlers.cursors import Cursors
 from handlers.errors import ProblemError, invalid_input
+from handlers.idempotency import idempotent
 from schemas.problem import FieldError
 from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskUpdate, task_etag
 from store import Store, Versions
@@ -152,10 +153,16 @@ async def list_tasks(request: Request) -> Response:
 
 
 async def create_task(request: Request) -> Response:
-    """POST .../tasks -> 201, the task, with `Location` of the new task."""
+    """POST .../tasks -> 201, the task, with `Location` of the new task (idempotent with an
+    Idempotency-Key)."""
     data = await _body(request, TaskCreate)
-    task = await _run(request, Store.create_task, data)
-    return _task_response(task, 201, Location=f"{request.url.path.rstrip('/')}/{task['id']}")
+
+    async def perform() -> Response:
+        task = await _run(request, Store.create_task, data)
+        location = f"{request.url.path.rstrip('/')}/{task['id']}"
+        return _task_response(task, 201, Location=location)
+
+    return await idempotent(request, data.model_dump_json(), perform)
 
 
 async def get_task(request: Request) -> Response:
@@ -169,18 +176,29 @@ async def get_task(request: Request) -> Response:
 
 async def update_task(request: Request) -> Response:
     """PUT or PATCH .../tasks/{task_id} -> 200, the task; only the fields sent change.
-    With If-Match, only if the task still has that ETag (else 412)."""
+    With If-Match, only if the task still has that ETag (else 412); idempotent with an
+    Idempotency-Key."""
     task_id = _task_id(request)
-    changes = (await _body(request, TaskUpdate)).changes()
+    data = await _body(request, TaskUpdate)
     versions = _if_match(request, task_id)
-    return _task_response(await _run(request, Store.update_task, task_id, changes, versions))
+
+    async def perform() -> Response:
+        changes = data.changes()
+        return _task_response(await _run(request, Store.update_task, task_id, changes, versions))
+
+    return await idempotent(request, data.model_dump_json(exclude_unset=True), perform)
 
 
 async def toggle_task(request: Request) -> Response:
-    """PATCH .../tasks/{task_id}/complete -> 200, the task with `completed` flipped."""
+    """PATCH .../tasks/{task_id}/complete -> 200, the task with `completed` flipped
+    (idempotent with an Idempotency-Key: a retry does not flip it back)."""
     task_id = _task_id(request)
     versions = _if_match(request, task_id)
-    return _task_response(await _run(request, Store.toggle_task, task_id, versions))
+
+    async def perform() -> Response:
+        return _task_response(await _run(request, Store.toggle_task, task_id, versions))
+
+    return await idempotent(request, "", perform)
 
 
 async def delete_task(request: Request) -> Response:

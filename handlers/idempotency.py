@@ -1,0 +1,81 @@
+"""Idempotent retries with the `Idempotency-Key` header (IETF draft-ietf-httpapi-idempotency-
+key-header, issue #6).
+
+The first request with a key claims it, runs, and stores its response; a retry with the same
+key and the same request replays that response (`Idempotent-Replayed: true`) instead of doing
+the work again. The same key with a different request is 422; a retry while the first request is
+still running is 409. Keys are per user and kept 24 hours (store.IDEMPOTENCY_TTL).
+"""
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from handlers.errors import ProblemError
+from store import DatabaseUnavailable, Store
+
+MAX_KEY_LENGTH = 255
+
+
+def _key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip().strip('"')  # the draft sends it as a quoted string; accept both
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise ProblemError(400, f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters")
+    return key
+
+
+async def idempotent(
+    request: Request, payload: str, perform: Callable[[], Awaitable[Response]]
+) -> Response:
+    """`await perform()`, made idempotent when the request has an Idempotency-Key.
+
+    `payload` is the request's validated body in canonical form; with the method and path it is
+    the fingerprint that tells a true retry from another request reusing the key.
+    """
+    key = _key(request)
+    if key is None:
+        return await perform()
+    store: Store = request.app.state.store
+    user_id = request.state.user.id
+    request_line = f"{request.method} {request.url.path}\n{payload}".encode()
+    fingerprint = hashlib.sha256(request_line).hexdigest()
+    stored = await run_in_threadpool(store.claim_key, user_id, key, fingerprint)
+    if stored is not None:
+        return _replay(request, stored, fingerprint)
+    try:
+        response = await perform()
+    except BaseException:
+        try:
+            await run_in_threadpool(store.release_key, user_id, key)
+        except DatabaseUnavailable:
+            pass  # the claim is retaken once abandoned (store.IDEMPOTENCY_ABANDONED)
+        raise
+    await run_in_threadpool(
+        store.finish_key, user_id, key, response.status_code, bytes(response.body).decode(),
+        response.headers.get("etag"),
+    )
+    return response
+
+
+def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
+    if stored["fingerprint"] != fingerprint:
+        raise ProblemError(422, "this Idempotency-Key was used for a different request")
+    if stored["status"] is None:
+        raise ProblemError(
+            409, "a request with this Idempotency-Key is still in progress",
+            headers={"Retry-After": "1"},
+        )
+    headers = {"Idempotent-Replayed": "true"}
+    if stored["etag"]:
+        headers["ETag"] = stored["etag"]
+    if stored["status"] == 201:
+        task_id = json.loads(stored["response"])["id"]
+        headers["Location"] = f"{request.url.path.rstrip('/')}/{task_id}"
+    return Response(stored["response"], stored["status"], headers, media_type="application/json")
