@@ -1,0 +1,83 @@
+"""One database round trip per request (issue #7), counted on the wire by tests/pgwire.py, so
+no later change can quietly add one."""
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import new_user, server_env
+from tests.pgwire import RoundTripProxy
+from tests.servers import AppServer
+
+
+@pytest.fixture(scope="module")
+def counted(postgres_database):
+    """(server, proxy): the app on PostgreSQL through a round-trip counting proxy."""
+    target = make_url(postgres_database.url)
+    proxy = RoundTripProxy((target.host, target.port or 5432))
+    url = target.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+    server = AppServer(server_env(url)).start()
+    yield server, proxy
+    server.stop()
+    proxy.close()
+
+
+def trips(proxy: RoundTripProxy, call) -> tuple[httpx.Response, int]:
+    proxy.reset()
+    response = call()
+    return response, proxy.round_trips
+
+
+@pytest.mark.parametrize("prefix", ["/api", "/api/{user}"])
+def test_every_endpoint_costs_one_round_trip(counted, prefix):
+    server, proxy = counted
+    user = new_user()
+    base = f"{server.url}{prefix.format(user=user.id)}/tasks"
+    with httpx.Client(headers=user.headers, timeout=30) as http:
+        response, first = trips(proxy, lambda: http.post(base, json={"title": "first"}))
+        assert response.status_code == 201
+        assert first <= 2  # a user's very first request also stores the user
+        task = response.json()
+        path = f"{base}/{task['id']}"
+        etag = response.headers["etag"]
+        steady = {
+            "create": lambda: http.post(base, json={"title": "t"}),
+            "list": lambda: http.get(base),
+            "list page": lambda: http.get(base, params={"limit": 1, "sort": "title"}),
+            "get": lambda: http.get(path),
+            "get 304": lambda: http.get(path, headers={"If-None-Match": etag}),
+            "update": lambda: http.put(path, json={"title": "u"}),
+            "patch": lambda: http.patch(path, json={"description": "d"}),
+            "toggle": lambda: http.patch(f"{path}/complete"),
+        }
+        for name, call in steady.items():
+            response, count = trips(proxy, call)
+            assert response.status_code in (200, 201, 304), (name, response.text)
+            assert count == 1, f"{name}: {count} round trips"
+        current = http.get(path).headers["etag"]
+        response, count = trips(proxy, lambda: http.put(
+            path, json={"title": "if"}, headers={"If-Match": current}))
+        assert (response.status_code, count) == (200, 1)
+        response, count = trips(proxy, lambda: http.put(
+            path, json={"title": "stale"}, headers={"If-Match": current}))
+        assert response.status_code == 412 and count <= 2
+        response, count = trips(proxy, lambda: http.get(f"{base}/2147483000"))
+        assert response.status_code == 404 and count <= 2
+        response, count = trips(proxy, lambda: http.delete(path))
+        assert (response.status_code, count) == (204, 1)
+
+
+def test_rejected_requests_cost_no_round_trip(counted):
+    server, proxy = counted
+    user = new_user()
+    with httpx.Client(headers=user.headers, timeout=30) as http:
+        http.get(f"{server.url}/api/tasks")  # the user exists
+        for call in (
+            lambda: http.get(f"{server.url}/api/someone-else/tasks"),
+            lambda: http.post(f"{server.url}/api/tasks", json={"title": ""}),
+            lambda: http.get(f"{server.url}/api/tasks/abc"),
+            lambda: httpx.get(f"{server.url}/api/tasks"),
+        ):
+            response, count = trips(proxy, call)
+            assert response.status_code in (400, 401, 403, 404)
+            assert count == 0, response.request.url
