@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from threading import Lock
 
-from sqlalchemy import Column, DateTime, and_, inspect, case, event, exc, func, literal, not_, or_, tuple_
+from sqlalchemy import Column, DateTime, Index, and_, inspect, text, case, event, exc, func, literal, not_, or_, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.schema import CreateColumn
+from sqlalchemy.schema import CreateColumn, CreateIndex
 from sqlmodel import Field, SQLModel, create_engine, delete, insert, select, update
 
 from schemas.tasks import ListQuery, TaskCreate
@@ -61,10 +61,19 @@ class Task(SQLModel, table=True):
     ETag); ids are never reused, not even on SQLite (AUTOINCREMENT)."""
 
     __tablename__ = "tasks"
-    __table_args__ = {"sqlite_autoincrement": True}
+    # One index per list sort, led by user_id: a user's first page is an index range scan of
+    # `limit` rows whatever the table size (docs/performance.md).
+    __table_args__ = (
+        Index("ix_tasks_user_created", "user_id", "created_at", "id"),
+        Index("ix_tasks_user_updated", "user_id", "updated_at", "id"),
+        Index("ix_tasks_user_completed_at", "user_id", "completed_at", "id"),
+        Index("ix_tasks_user_due", "user_id", "due_date", "id"),
+        Index("ix_tasks_user_title", "user_id", text("lower(title)"), "id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    user_id: str = Field(foreign_key="users.id", index=True)
+    user_id: str = Field(foreign_key="users.id")  # indexed first in every ix_tasks_user_*
     title: str = Field(max_length=200)
     description: str | None = Field(default=None, max_length=1000)
     completed: bool = Field(default=False, index=True)
@@ -203,8 +212,8 @@ class Store:
             raise
 
     def create_tables(self) -> None:
-        """Create missing tables and indexes, and add columns that a table created by an older
-        version lacks (idempotent; this project's only migration step)."""
+        """Create missing tables, and add the columns and indexes that a table created by an
+        older version lacks (idempotent; this project's only migration step)."""
         with self._connect() as connection:
             SQLModel.metadata.create_all(connection)
             inspector = inspect(connection)
@@ -215,6 +224,8 @@ class Store:
                         ddl = CreateColumn(column).compile(dialect=connection.dialect)
                         connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
                         log.warning("added column %s.%s", table.name, column.name)
+                for index in table.indexes:
+                    connection.execute(CreateIndex(index, if_not_exists=True))
 
     def ping(self) -> None:
         """One trivial query; raises DatabaseUnavailable if the database does not answer."""
