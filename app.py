@@ -98,15 +98,15 @@ def _cursor_key() -> bytes:
 
 
 async def _purge_idempotency_keys(store: Store) -> None:
-    """Delete expired Idempotency-Keys now and every PURGE_INTERVAL_SECONDS, in-process."""
+    """Delete expired Idempotency-Keys every PURGE_INTERVAL_SECONDS, in-process."""
     while True:
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
         try:
             purged = await run_in_threadpool(store.purge_keys)
             if purged:
                 logging.getLogger("todo.store").info("purged %d expired idempotency keys", purged)
         except DatabaseUnavailable as error:
             logging.getLogger("todo.store").warning("idempotency key purge skipped: %s", error)
-        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
 
 def create_app() -> Starlette:
@@ -117,6 +117,7 @@ def create_app() -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette):
         store.create_tables()
+        store.purge_keys()
         purging = asyncio.create_task(_purge_idempotency_keys(store))
         yield
         purging.cancel()

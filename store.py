@@ -5,6 +5,7 @@ another user's rows. Statements run in autocommit mode: each is its own transact
 costs one round trip, with no BEGIN or COMMIT around it. Nothing here knows about HTTP or tokens.
 """
 
+import json
 import logging
 import select as select_module
 from collections import OrderedDict
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from threading import Lock
 
-from sqlalchemy import Column, DateTime, Index, and_, inspect, text, case, event, exc, func, literal, not_, or_, tuple_
+from sqlalchemy import Column, DateTime, Index, Text, and_, cast, inspect, text, case, event, exc, func, literal, not_, or_, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -97,8 +98,7 @@ class IdempotencyKey(SQLModel, table=True):
     fingerprint: str
     created_at: datetime = Field(sa_column=_timestamp(nullable=False, index=True))
     status: int | None = None
-    response: str | None = None
-    etag: str | None = None
+    response: str | None = None  # the task row the request produced, as JSON
 
 
 TASK_COLUMNS = tuple(Task.__table__.c)
@@ -280,8 +280,8 @@ class Store:
 
     def claim_key(self, user_id: str, key: str, fingerprint: str) -> dict | None:
         """Claim `key` for a first request: None when claimed (new, expired, or abandoned by a
-        request that never finished), else the stored row {fingerprint, status, response,
-        etag} (`status` None: the first request is still running)."""
+        request that never finished), else the stored row {fingerprint, status, response}
+        (`status` None: the first request is still running; `response` the task row as JSON)."""
         now = _now()
         dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         claim = dialect_insert(IdempotencyKey).values(
@@ -296,28 +296,17 @@ class Store:
         claim = claim.on_conflict_do_update(
             index_elements=[IdempotencyKey.user_id, IdempotencyKey.key],
             set_={"fingerprint": fresh.fingerprint, "created_at": fresh.created_at,
-                  "status": None, "response": None, "etag": None},
+                  "status": None, "response": None},
             where=retake,
         ).returning(IdempotencyKey.key)
         stored = select(
-            IdempotencyKey.fingerprint, IdempotencyKey.status, IdempotencyKey.response,
-            IdempotencyKey.etag,
+            IdempotencyKey.fingerprint, IdempotencyKey.status, IdempotencyKey.response
         ).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
         with self._connect() as connection:
             if connection.execute(claim).first() is not None:
                 return None
             row = connection.execute(stored).mappings().first()
         return dict(row) if row else None
-
-    def finish_key(self, user_id: str, key: str, status: int, response: str, etag: str) -> None:
-        """Store the response of the request that claimed `key`, for replays."""
-        statement = (
-            update(IdempotencyKey)
-            .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
-            .values(status=status, response=response, etag=etag)
-        )
-        with self._connect() as connection:
-            connection.execute(statement)
 
     def release_key(self, user_id: str, key: str) -> None:
         """Forget an unfinished claim (its request failed), so a retry can run again."""
@@ -364,8 +353,9 @@ class Store:
             row = connection.execute(statement).mappings().first()
         return dict(row) if row else None
 
-    def create_task(self, user_id: str, data: TaskCreate) -> dict:
-        """Insert a task for the user and return it (INSERT ... RETURNING)."""
+    def create_task(self, user_id: str, data: TaskCreate, key: str | None = None) -> dict:
+        """Insert a task for the user and return it (INSERT ... RETURNING); with `key`, a
+        claimed Idempotency-Key, the task is also stored as the key's response."""
         now = _now()
         statement = (
             insert(Task)
@@ -375,29 +365,36 @@ class Store:
             )
             .returning(*TASK_COLUMNS)
         )
-        with self._connect() as connection:
-            return dict(connection.execute(statement).mappings().one())
+        return self._write(user_id, statement, key, 201)
 
     def update_task(
-        self, user_id: str, task_id: int, changes: dict[str, object], versions: Versions = None
+        self,
+        user_id: str,
+        task_id: int,
+        changes: dict[str, object],
+        versions: Versions = None,
+        key: str | None = None,
     ) -> dict | None:
         """Apply `changes` ({column: value}) to the user's task; None if it is not theirs.
 
         `completed_at` follows `completed`: set when the task becomes completed, kept while it
         stays so, cleared when it is reopened. An empty `changes` changes nothing, not even
-        `updated_at`. With `versions`, see `_change`.
+        `updated_at`. For `versions` and `key`, see `_change`.
         """
         if not changes:
-            return self._check_versions(self.get_task(user_id, task_id), versions)
+            statement = select(*TASK_COLUMNS).where(*_owned(user_id, task_id, versions))
+            return self._apply(user_id, task_id, statement, versions, key)
         now = _now()
         values = {**changes, "updated_at": now}
         if "completed" in values:
             values["completed_at"] = (
                 case((Task.completed, Task.completed_at), else_=now) if values["completed"] else None
             )
-        return self._change(user_id, task_id, values, versions)
+        return self._change(user_id, task_id, values, versions, key)
 
-    def toggle_task(self, user_id: str, task_id: int, versions: Versions = None) -> dict | None:
+    def toggle_task(
+        self, user_id: str, task_id: int, versions: Versions = None, key: str | None = None
+    ) -> dict | None:
         """Flip `completed` atomically in the database, so concurrent toggles all count."""
         now = _now()
         values = {
@@ -405,7 +402,7 @@ class Store:
             "completed_at": case((Task.completed, None), else_=now),
             "updated_at": now,
         }
-        return self._change(user_id, task_id, values, versions)
+        return self._change(user_id, task_id, values, versions, key)
 
     def delete_task(self, user_id: str, task_id: int, versions: Versions = None) -> bool:
         """Delete the user's task; False if it does not exist or belongs to someone else.
@@ -417,13 +414,16 @@ class Store:
                 return True
         return self._check_versions(self.get_task(user_id, task_id), versions) is not None
 
-    def _change(self, user_id: str, task_id: int, values: dict, versions: Versions) -> dict | None:
+    def _change(
+        self, user_id: str, task_id: int, values: dict, versions: Versions, key: str | None
+    ) -> dict | None:
         """One UPDATE ... RETURNING of the user's task setting `values` (which include
         `updated_at`) and bumping `version`.
 
         `versions` (from If-Match) is None for no condition, "*" for any version, or the list
         of acceptable versions: if the task exists at another version, nothing changes and
-        VersionMismatch carries the current task.
+        VersionMismatch carries the current task. With `key`, a claimed Idempotency-Key, the
+        changed task is also stored as the key's response.
         """
         statement = (
             update(Task)
@@ -431,19 +431,53 @@ class Store:
             .values({**values, "version": Task.version + 1})
             .returning(*TASK_COLUMNS)
         )
-        with self._connect() as connection:
-            row = connection.execute(statement).mappings().first()
-        if row:
-            return dict(row)
-        if versions is None:
-            return None
+        return self._apply(user_id, task_id, statement, versions, key)
+
+    def _apply(self, user_id: str, task_id: int, statement, versions: Versions, key: str | None):
+        """Run `statement` (the task's row or nothing) via `_write`; when it matched nothing
+        under If-Match, tell a missing task (None) from a changed one (VersionMismatch)."""
+        row = self._write(user_id, statement, key, 200)
+        if row is not None or versions is None:
+            return row
         return self._check_versions(self.get_task(user_id, task_id), versions)
+
+    def _write(self, user_id: str, statement, key: str | None, status: int) -> dict | None:
+        """Run a task INSERT or UPDATE ... RETURNING; with `key`, also record the row it
+        returns as that Idempotency-Key's response: on PostgreSQL in the same statement
+        (a data-modifying CTE, so still one round trip), on SQLite right after it."""
+        with self._connect() as connection:
+            if key is None or self.engine.dialect.name != "postgresql":
+                row = connection.execute(statement).mappings().first()
+                if row and key is not None:
+                    connection.execute(_record_response(user_id, key, status, _row_json(row)))
+            else:
+                written = statement.cte("written")
+                as_json = cast(func.row_to_json(written.table_valued()), Text)
+                record = (
+                    _record_response(user_id, key, status, as_json)
+                    .where(written.c.id.is_not(None))
+                    .returning(*written.c)
+                )
+                row = connection.execute(record).mappings().first()
+        return dict(row) if row else None
 
     @staticmethod
     def _check_versions(task: dict | None, versions: Versions) -> dict | None:
         if task is not None and versions not in (None, "*") and task["version"] not in versions:
             raise VersionMismatch(task)
         return task
+
+
+def _record_response(user_id: str, key: str, status: int, response):
+    return (
+        update(IdempotencyKey)
+        .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        .values(status=status, response=response)
+    )
+
+
+def _row_json(row) -> str:
+    return json.dumps(dict(row), default=lambda value: value.isoformat())
 
 
 def _owned(user_id: str, task_id: int, versions: Versions) -> list:

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.errors import ProblemError
+from schemas.tasks import TaskPublic, task_etag
 from store import DatabaseUnavailable, Store
 
 MAX_KEY_LENGTH = 255
@@ -32,16 +33,18 @@ def _key(request: Request) -> str | None:
 
 
 async def idempotent(
-    request: Request, payload: str, perform: Callable[[], Awaitable[Response]]
+    request: Request, payload: str, perform: Callable[[str | None], Awaitable[Response]]
 ) -> Response:
-    """`await perform()`, made idempotent when the request has an Idempotency-Key.
+    """`await perform(key)`, made idempotent when the request has an Idempotency-Key.
 
-    `payload` is the request's validated body in canonical form; with the method and path it is
-    the fingerprint that tells a true retry from another request reusing the key.
+    `perform` gets the claimed key (None without the header) and must have the store record
+    its task as the key's response. `payload` is the request's validated body in canonical
+    form; with the method and path it is the fingerprint that tells a true retry from another
+    request reusing the key.
     """
     key = _key(request)
     if key is None:
-        return await perform()
+        return await perform(None)
     store: Store = request.app.state.store
     user_id = request.state.user.id
     request_line = f"{request.method} {request.url.path}\n{payload}".encode()
@@ -50,18 +53,13 @@ async def idempotent(
     if stored is not None:
         return _replay(request, stored, fingerprint)
     try:
-        response = await perform()
+        return await perform(key)
     except BaseException:
         try:
             await run_in_threadpool(store.release_key, user_id, key)
         except DatabaseUnavailable:
             pass  # the claim is retaken once abandoned (store.IDEMPOTENCY_ABANDONED)
         raise
-    await run_in_threadpool(
-        store.finish_key, user_id, key, response.status_code, bytes(response.body).decode(),
-        response.headers.get("etag"),
-    )
-    return response
 
 
 def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
@@ -72,10 +70,9 @@ def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
             409, "a request with this Idempotency-Key is still in progress",
             headers={"Retry-After": "1"},
         )
-    headers = {"Idempotent-Replayed": "true"}
-    if stored["etag"]:
-        headers["ETag"] = stored["etag"]
+    task = json.loads(stored["response"])
+    headers = {"Idempotent-Replayed": "true", "ETag": task_etag(task)}
     if stored["status"] == 201:
-        task_id = json.loads(stored["response"])["id"]
-        headers["Location"] = f"{request.url.path.rstrip('/')}/{task_id}"
-    return Response(stored["response"], stored["status"], headers, media_type="application/json")
+        headers["Location"] = f"{request.url.path.rstrip('/')}/{task['id']}"
+    body = TaskPublic.model_validate(task).model_dump_json().encode()
+    return Response(body, stored["status"], headers, media_type="application/json")

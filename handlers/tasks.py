@@ -157,8 +157,8 @@ async def create_task(request: Request) -> Response:
     Idempotency-Key)."""
     data = await _body(request, TaskCreate)
 
-    async def perform() -> Response:
-        task = await _run(request, Store.create_task, data)
+    async def perform(key: str | None) -> Response:
+        task = await _run(request, Store.create_task, data, key)
         location = f"{request.url.path.rstrip('/')}/{task['id']}"
         return _task_response(task, 201, Location=location)
 
@@ -182,9 +182,10 @@ async def update_task(request: Request) -> Response:
     data = await _body(request, TaskUpdate)
     versions = _if_match(request, task_id)
 
-    async def perform() -> Response:
+    async def perform(key: str | None) -> Response:
         changes = data.changes()
-        return _task_response(await _run(request, Store.update_task, task_id, changes, versions))
+        task = await _run(request, Store.update_task, task_id, changes, versions, key)
+        return _task_response(task)
 
     return await idempotent(request, data.model_dump_json(exclude_unset=True), perform)
 
@@ -195,8 +196,8 @@ async def toggle_task(request: Request) -> Response:
     task_id = _task_id(request)
     versions = _if_match(request, task_id)
 
-    async def perform() -> Response:
-        return _task_response(await _run(request, Store.toggle_task, task_id, versions))
+    async def perform(key: str | None) -> Response:
+        return _task_response(await _run(request, Store.toggle_task, task_id, versions, key))
 
     return await idempotent(request, "", perform)
 

@@ -81,3 +81,27 @@ def test_rejected_requests_cost_no_round_trip(counted):
             response, count = trips(proxy, call)
             assert response.status_code in (400, 401, 403, 404)
             assert count == 0, response.request.url
+
+
+def test_idempotency_key_costs_at_most_two_round_trips(counted):
+    server, proxy = counted
+    user = new_user()
+    base = f"{server.url}/api/tasks"
+    with httpx.Client(headers=user.headers, timeout=30) as http:
+        http.get(base)  # the user exists
+        for name, call in {
+            "create": lambda: http.post(base, json={"title": "k"}, headers={"Idempotency-Key": "k1"}),
+            "replay": lambda: http.post(base, json={"title": "k"}, headers={"Idempotency-Key": "k1"}),
+        }.items():
+            response, count = trips(proxy, call)
+            assert response.status_code == 201 and count == 2, (name, count)
+        path = f"{base}/{response.json()['id']}"
+        for name, call in {
+            "toggle": lambda: http.patch(f"{path}/complete", headers={"Idempotency-Key": "k2"}),
+            "update": lambda: http.put(path, json={"title": "u"}, headers={"Idempotency-Key": "k3"}),
+            "empty": lambda: http.patch(path, json={}, headers={"Idempotency-Key": "k4"}),
+        }.items():
+            response, count = trips(proxy, call)
+            assert response.status_code == 200 and count == 2, (name, count)
+        replayed = http.patch(path, json={}, headers={"Idempotency-Key": "k4"})
+        assert replayed.headers["idempotent-replayed"] == "true"
