@@ -70,7 +70,7 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise ProblemError(415, "send the body as JSON with Content-Type: application/json")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isdigit() and (len(declared) > 9 or int(declared) > MAX_BODY_BYTES):
         raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     body = bytearray()
     async for chunk in request.stream():
