@@ -17,9 +17,9 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from handlers import health, tasks
+from handlers import docs, health, openapi, tasks
 from handlers.cursors import Cursors
 from handlers.errors import EXCEPTION_HANDLERS
 from middleware.auth import AuthMiddleware
@@ -53,6 +53,11 @@ ROUTES = [
     Route("/ready", health.ready, methods=["GET"]),
     *task_routes("/api"),
     *task_routes("/api/{user_id}", tasks.for_path_user),
+    # The contract, documented from the routes above (handlers/openapi.py), and its docs page.
+    Route("/openapi.json", openapi.openapi_json, methods=["GET"], include_in_schema=False),
+    Route("/docs", docs.page, methods=["GET"], include_in_schema=False),
+    Route("/docs/init.js", docs.script, methods=["GET"], include_in_schema=False),
+    Mount("/docs/assets", docs.ASSETS),
 ]
 
 

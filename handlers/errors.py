@@ -6,6 +6,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 
 from schemas.problem import PROBLEM_JSON, FieldError, Problem
 from schemas.tasks import TaskPublic, task_etag
@@ -72,10 +73,26 @@ async def on_problem(request: Request, error: ProblemError) -> Response:
     return problem_response(error.problem, error.headers)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path. Starlette's own 405 names only the
+    methods of the first route matching the path, but a path here has one route per method, and
+    `Allow` must list them all (RFC 9110 section 10.2.1)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is Match.PARTIAL:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 async def on_http_exception(request: Request, error: HTTPException) -> Response:
-    """Starlette's own 404 (no route) and 405 (method) as problem details."""
+    """Starlette's own 404 (no route) and 405 (method, with the path's full `Allow`) as problem
+    details."""
     detail = error.detail if error.status_code != 404 else "no such resource"
-    return problem_response(Problem.of(error.status_code, detail), error.headers)
+    headers = error.headers
+    if error.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return problem_response(Problem.of(error.status_code, detail), headers)
 
 
 async def on_database_unavailable(request: Request, error: DatabaseUnavailable) -> Response:

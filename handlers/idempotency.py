@@ -9,6 +9,7 @@ still running is 409. Keys are per user and kept 24 hours (store.IDEMPOTENCY_TTL
 
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
@@ -22,13 +23,17 @@ from store import DatabaseUnavailable, Store
 MAX_KEY_LENGTH = 255
 
 
+KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"  # printable ASCII, no outer spaces, 1-255
+
+
 def _key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    key = key.strip().strip('"')  # the draft sends it as a quoted string; accept both
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
-        raise ProblemError(400, f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters")
+    if not re.fullmatch(KEY_PATTERN, key):
+        raise ProblemError(
+            400, f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters"
+        )
     return key
 
 

@@ -10,10 +10,22 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
+
+# The JSON Schema of each input says exactly what the validators below accept, so the OpenAPI
+# document (handlers/openapi.py) and tools that generate requests from it (Schemathesis) agree
+# with the server. Patterns are ECMA-262 and Python `re` alike.
+#
+# Unicode White_Space, which `strip_whitespace` removes (pydantic-core trims with Rust's
+# `str::trim`). Python's `\s` also matches U+001C-U+001F, so the class is spelled out.
+_SPACE = r"\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_EDGE = rf"[^{_SPACE}\x00]"  # the first and the last character left after trimming
+TITLE_PATTERN = rf"^[{_SPACE}]*{_EDGE}(?:[^\x00]{{0,{TITLE_MAX - 2}}}{_EDGE})?[{_SPACE}]*$"
+NO_NUL_PATTERN = r"^[^\x00]*$"
 
 
 def _no_nul(value: str) -> str:
@@ -55,10 +67,39 @@ Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
     AfterValidator(_no_nul),
+    WithJsonSchema({
+        "type": "string",
+        "pattern": TITLE_PATTERN,
+        "description": f"1-{TITLE_MAX} characters once leading and trailing whitespace is "
+        "trimmed (the trimmed title is stored); no NUL characters",
+    }, mode="validation"),
 ]
-Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(_no_nul)]
-DueDate = Annotated[datetime, BeforeValidator(_due_date)]
+Description = Annotated[
+    str,
+    StringConstraints(max_length=DESCRIPTION_MAX),
+    AfterValidator(_no_nul),
+    WithJsonSchema({
+        "type": "string",
+        "maxLength": DESCRIPTION_MAX,
+        "pattern": NO_NUL_PATTERN,
+        "description": f"at most {DESCRIPTION_MAX} characters, no NUL characters",
+    }, mode="validation"),
+]
+DueDate = Annotated[
+    datetime,
+    BeforeValidator(_due_date),
+    WithJsonSchema({
+        "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}],
+        "description": "ISO 8601 date (midnight UTC) or date-time (without an offset: UTC)",
+    }, mode="validation"),
+]
 UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
+
+
+def _no_default(schema: dict) -> None:
+    """JSON Schema hook for a member that may be omitted but not null: its `None` default only
+    means "not sent", so the schema shows no default."""
+    schema.pop("default", None)
 
 
 class TaskCreate(BaseModel):
@@ -68,7 +109,13 @@ class TaskCreate(BaseModel):
     are ignored (SPEC.md: "never applied").
     """
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(
+        strict=True,
+        extra="ignore",
+        json_schema_extra={"examples": [
+            {"title": "Buy milk", "description": "2 litres", "due_date": "2030-01-31"},
+        ]},
+    )
 
     title: Title
     description: Description | None = None
@@ -83,12 +130,16 @@ class TaskUpdate(BaseModel):
     to clear them.
     """
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(
+        strict=True,
+        extra="ignore",
+        json_schema_extra={"examples": [{"title": "Buy oat milk", "due_date": None}]},
+    )
 
-    title: Title = Field(default=None)
+    title: Title = Field(default=None, json_schema_extra=_no_default)
     description: Description | None = None
     due_date: DueDate | None = None
-    completed: bool = Field(default=None)
+    completed: bool = Field(default=None, json_schema_extra=_no_default)
 
     def changes(self) -> dict[str, object]:
         """The members the client sent, as `{column: value}`."""
@@ -98,7 +149,14 @@ class TaskUpdate(BaseModel):
 class TaskPublic(BaseModel):
     """A task as clients see it; all times UTC, serialised ISO 8601 with offset."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={"examples": [{
+            "id": 1, "title": "Buy milk", "description": "2 litres", "completed": False,
+            "due_date": "2030-01-31T00:00:00Z", "completed_at": None,
+            "created_at": "2026-01-05T09:30:00Z", "updated_at": "2026-01-05T09:30:00Z",
+        }]},
+    )
 
     id: int
     title: str
@@ -128,11 +186,27 @@ class ListQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    status: Literal["all", "pending", "completed"] = "all"
-    sort: Literal["created", "updated", "completed", "title", "due_date"] = "created"
-    order: Literal["asc", "desc"] | None = None
-    limit: int = Field(default=LIMIT_MAX, ge=1, le=LIMIT_MAX)
-    cursor: str | None = Field(default=None, max_length=2048)
+    status: Literal["all", "pending", "completed"] = Field(
+        "all", description="which tasks: all, only pending or only completed ones"
+    )
+    sort: Literal["created", "updated", "completed", "title", "due_date"] = Field(
+        "created", description="created: creation time; updated: last change; completed: "
+        "completion time; title: A-Z ignoring case; due_date: due date. Tasks without a due "
+        "date (or not completed) come last in either order"
+    )
+    order: Literal["asc", "desc"] | None = Field(
+        None, description="default: desc for created, updated and completed (newest first), "
+        "asc for title and due_date"
+    )
+    limit: int = Field(
+        default=LIMIT_MAX, ge=1, le=LIMIT_MAX,
+        description="page size; when more tasks follow, the Link header has rel=\"next\"",
+    )
+    cursor: str | None = Field(
+        default=None, max_length=2048,
+        description="opaque position of the next page, from the Link header; bound to the "
+        "user and to status, sort and order",
+    )
 
     @property
     def descending(self) -> bool:

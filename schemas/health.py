@@ -1,0 +1,17 @@
+"""Bodies of the probes `GET /health` and `GET /ready` (SPEC.md: Operations)."""
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class Health(BaseModel):
+    """`GET /health`: the process serves requests."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    """`GET /ready`: the database answers."""
+
+    status: Literal["ready"] = "ready"

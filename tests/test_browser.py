@@ -1,0 +1,208 @@
+"""A real browser (Debian's Chromium, headless, driven by Playwright) uses the API.
+
+The frontend page tests/browser/index.html is served from http://localhost:3000, the origin of a
+Next.js app and the server's BETTER_AUTH_URL, and calls the API on another port with fetch and
+a bearer token: create, list, update with PUT, toggle with PATCH, delete; each step is checked by
+what the page shows. The same page served from an origin the API does not allow is refused by
+the browser itself. `/docs` renders every documented operation, and its Authorize button and
+"Try it out" reach the API under the page's Content-Security-Policy.
+
+Screenshots go to test-artifacts/. Without Chromium the tests skip, except under CI.
+"""
+
+import functools
+import os
+import re
+import shutil
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from tests.conftest import FRONTEND, new_user, server_env
+from tests.servers import ROOT, AppServer, free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGES = Path(__file__).parent / "browser"
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT_MS = 15_000
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - requirements-dev.txt installs it
+    sync_playwright = None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = "playwright is not installed" if sync_playwright is None else (
+        None if Path(CHROMIUM).exists() else f"{CHROMIUM} not found (apt-get install chromium)")
+    if missing:
+        if os.getenv("CI"):
+            pytest.fail(f"{missing}: CI must run the browser tests")
+        pytest.skip(missing)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page whose console errors (CSP violations among them) fail the test."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.console_errors = errors
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def api_server(postgres_database):
+    """The API on PostgreSQL; BETTER_AUTH_URL (the allowed browser origin) is localhost:3000."""
+    env = server_env(postgres_database.url)
+    assert env["BETTER_AUTH_URL"] == FRONTEND == "http://localhost:3000"
+    server = AppServer(env).start()
+    yield server
+    server.stop()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+def _static_site(host: str, port: int, wait: float = 0):
+    """tests/browser/ served over HTTP on (host, port) in a thread, as a frontend would be;
+    waits up to `wait` seconds for the port to be free."""
+    handler = functools.partial(_QuietHandler, directory=str(PAGES))
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            site = ThreadingHTTPServer((host, port), handler)
+            break
+        except OSError as error:
+            if time.monotonic() > deadline:
+                pytest.fail(f"cannot serve the test frontend on {host}:{port}: {error}")
+            time.sleep(0.5)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    return site
+
+
+@pytest.fixture(scope="module")
+def frontend():
+    """The frontend origin the API allows: http://localhost:3000 (another run of these tests
+    may hold the port for a few seconds)."""
+    site = _static_site("127.0.0.1", 3000, wait=60)
+    yield FRONTEND
+    site.shutdown()
+    site.server_close()
+
+
+@pytest.fixture(scope="module")
+def foreign_site():
+    """The same page from an origin the API does not allow."""
+    port = free_port()
+    site = _static_site("127.0.0.1", port)
+    yield f"http://127.0.0.1:{port}"
+    site.shutdown()
+    site.server_close()
+
+
+def app_url(origin: str, api: str, token: str) -> str:
+    return f"{origin}/index.html#{urlencode({'api': api, 'token': token})}"
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_frontend_page_manages_tasks_across_origins(page, frontend, api_server):
+    user = new_user()
+    page.goto(app_url(frontend, api_server.url, user.token))
+    status, items = page.locator("#status"), page.locator("#tasks li")
+    expect(status).to_have_text("0 tasks")
+
+    for count, title in enumerate(("Walk the dog", "Buy milk"), 1):  # POST, then GET the list
+        page.fill("#new-title", title)
+        page.click("#new-task button")
+        expect(status).to_have_text(f"{count} task" + "s" * (count > 1))
+        expect(page.locator("#new-title")).to_have_value("")
+    expect(items.locator(".title")).to_have_text(["Buy milk", "Walk the dog"])  # sort=title
+
+    milk = items.filter(has_text="Buy milk")
+    milk.locator(".rename").fill("Buy oat milk")
+    milk.locator(".save").click()  # PUT
+    expect(items.locator(".title")).to_have_text(["Buy oat milk", "Walk the dog"])
+
+    oat = items.filter(has_text="Buy oat milk")
+    oat.locator(".toggle").check()  # PATCH .../complete
+    expect(oat).to_have_class("done")
+    expect(oat.locator(".toggle")).to_be_checked()
+    expect(items.filter(has_text="Walk the dog")).not_to_have_class("done")
+
+    items.filter(has_text="Walk the dog").locator(".delete").click()  # DELETE
+    expect(status).to_have_text("1 task")
+    expect(items.locator(".title")).to_have_text(["Buy oat milk"])
+    screenshot(page, "browser-frontend.png")
+
+    stored = httpx.get(f"{api_server.url}/api/tasks", headers=user.headers).json()
+    assert [(t["title"], t["completed"]) for t in stored] == [("Buy oat milk", True)]
+    assert page.console_errors == []
+
+
+def test_page_from_another_origin_is_refused_by_the_browser(page, foreign_site, api_server):
+    user = new_user()
+    page.goto(app_url(foreign_site, api_server.url, user.token))
+    expect(page.locator("#status")).to_have_text(re.compile(r"^TypeError: "))
+    expect(page.locator("#tasks li")).to_have_count(0)
+    rejection = page.evaluate(
+        """([api, token]) => fetch(api + "/api/tasks", {headers: {Authorization: "Bearer " + token}})
+            .then(response => "answered " + response.status, error => error.name)""",
+        [api_server.url, user.token],
+    )
+    assert rejection == "TypeError"
+    screenshot(page, "browser-foreign-origin.png")
+    # The server was reached: it refused the preflight (uvicorn's access log), sending no
+    # Access-Control-Allow-Origin, so the browser never sent the request itself.
+    assert re.search(r'"OPTIONS /api/tasks(\?\S*)? HTTP/1.1" 400', api_server.logs())
+
+
+def test_docs_page_renders_every_operation_and_tries_one(page, api_server):
+    spec = httpx.get(f"{api_server.url}/openapi.json").json()
+    page.goto(f"{api_server.url}/docs")
+    operations = page.locator(".opblock")
+    expect(operations).to_have_count(sum(len(item) for item in spec["paths"].values()))
+    shown = set(page.locator(".opblock-summary-path").evaluate_all(
+        "nodes => nodes.map(node => node.dataset.path)"))
+    assert shown == set(spec["paths"])
+    for path in ("/api/tasks/{task_id}/complete", "/api/{user_id}/tasks"):
+        expect(page.locator(f'.opblock-summary-path[data-path="{path}"]').first).to_be_visible()
+
+    user = new_user()
+    httpx.post(f"{api_server.url}/api/tasks", json={"title": "from docs"}, headers=user.headers)
+    page.click("button.authorize")  # paste the token into Swagger UI's Authorize dialog
+    page.locator(".modal-ux input").fill(user.token)
+    page.locator(".modal-ux button.authorize").click()
+    page.locator(".modal-ux button.btn-done").click()
+    listing = page.locator("#operations-tasks-listTasks")
+    listing.locator(".opblock-summary").click()
+    listing.locator("button.try-out__btn").click()
+    listing.locator("button.execute").click()
+    response = listing.locator(".live-responses-table .response")
+    expect(response.locator(".response-col_status")).to_contain_text("200")
+    expect(response.locator(".response-col_description")).to_contain_text("from docs")
+    screenshot(page, "browser-docs.png")
+    assert page.console_errors == []
