@@ -94,10 +94,12 @@ def test_read_only_fields_are_never_applied(api, other, db):
     task = api.new_task(**sneaky)
     assert task["id"] != 999999
     assert parse_time(task["created_at"]).year > 2000
-    updated = api.update(task["id"], {**sneaky, "title": "still mine"}).json()
-    assert updated["id"] == task["id"]
-    assert updated["created_at"] == task["created_at"]
-    assert parse_time(updated["updated_at"]).year > 2000
+    assert parse_time(task["updated_at"]).year > 2000
+    for method in ("PUT", "PATCH"):
+        updated = api.update(task["id"], {**sneaky, "title": "still mine"}, method=method).json()
+        assert updated["id"] == task["id"]
+        assert updated["created_at"] == task["created_at"]
+        assert parse_time(updated["updated_at"]).year > 2000
     stored = rows(db, "SELECT user_id FROM tasks WHERE id = :id", id=task["id"])
     assert stored == [{"user_id": api.user.id}]
     assert other.list().json() == []
