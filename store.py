@@ -36,6 +36,11 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached or did not answer in time; retrying later may work."""
 
 
+class InvalidData(ValueError):
+    """The database refused a value (a NUL character, text that is not valid Unicode, a value
+    out of a column's range): input that validation should have stopped; retrying cannot help."""
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -147,7 +152,7 @@ class Store:
     """Every query of the API over one engine. Methods are blocking: call them off the event loop.
 
     Raises DatabaseUnavailable when the database cannot be reached, times out or the pool is
-    exhausted for POOL_TIMEOUT seconds.
+    exhausted for POOL_TIMEOUT seconds, and InvalidData when it refuses a value.
     """
 
     def __init__(self, url: str = SQLITE_DEFAULT) -> None:
@@ -162,6 +167,10 @@ class Store:
                 yield connection
         except (exc.OperationalError, exc.TimeoutError, exc.DisconnectionError) as error:
             raise DatabaseUnavailable(str(error).splitlines()[0]) from error
+        except exc.DataError as error:
+            raise InvalidData(str(error).splitlines()[0]) from error
+        except ValueError as error:  # psycopg2 refuses NUL in strings, and lone surrogates
+            raise InvalidData(str(error)) from error  # (UnicodeEncodeError) before sending
         except exc.DBAPIError as error:
             if error.connection_invalidated:
                 raise DatabaseUnavailable(str(error).splitlines()[0]) from error

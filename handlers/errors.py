@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from schemas.problem import PROBLEM_JSON, FieldError, Problem
-from store import DatabaseUnavailable
+from store import DatabaseUnavailable, InvalidData
 
 log = logging.getLogger("todo.errors")
 DATABASE_RETRY_AFTER_SECONDS = 5
@@ -84,8 +84,16 @@ async def on_database_unavailable(request: Request, error: DatabaseUnavailable) 
     return problem_response(problem, {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
 
+async def on_invalid_data(request: Request, error: InvalidData) -> Response:
+    """400: a value passed validation but the database refused it (defence in depth: the
+    schemas reject NUL and lone surrogates first)."""
+    log.warning("database refused a value: %s", error)
+    return problem_response(Problem.of(400, "the request holds a value that cannot be stored"))
+
+
 EXCEPTION_HANDLERS = {
     ProblemError: on_problem,
     HTTPException: on_http_exception,
     DatabaseUnavailable: on_database_unavailable,
+    InvalidData: on_invalid_data,
 }

@@ -17,6 +17,7 @@ from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskUpdate
 from store import Store
 
 MAX_BODY_BYTES = 64 * 1024  # SPEC.md: bodies over 64 KiB are 413
+MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
 MAX_TASK_ID = 2**31 - 1  # PostgreSQL integer
 _TASK_LIST = TypeAdapter(list[TaskPublic])
 
@@ -89,6 +90,8 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
 
 async def list_tasks(request: Request) -> Response:
     """GET .../tasks?status=&sort=&order= -> 200, JSON array of tasks."""
+    if len(request.scope["query_string"]) > MAX_QUERY_BYTES:
+        raise ProblemError(414, f"query string is longer than {MAX_QUERY_BYTES} bytes")
     try:
         query = ListQuery.model_validate(dict(request.query_params))
     except ValidationError as error:

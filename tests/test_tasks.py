@@ -4,6 +4,8 @@ from datetime import datetime
 
 import pytest
 
+from tests.test_validation import assert_problem
+
 TASK_KEYS = {"id", "title", "description", "completed", "due_date", "created_at", "updated_at"}
 
 
@@ -172,11 +174,7 @@ def test_filter_and_sort_combined(api):
     {"status": "done"}, {"sort": "priority"}, {"order": "up"}, {"sort": ""}, {"status": "ALL"},
 ])
 def test_invalid_list_query_is_400(api, params):
-    response = api.list(**params)
-    assert response.status_code == 400
-    problem = response.json()
-    assert problem["status"] == 400
-    assert problem["errors"][0]["field"] == next(iter(params))
+    assert_problem(api.list(**params), 400, next(iter(params)))
 
 
 def test_unknown_query_parameters_are_ignored(api):
