@@ -87,7 +87,7 @@ async def on_database_unavailable(request: Request, error: DatabaseUnavailable) 
 async def on_invalid_data(request: Request, error: InvalidData) -> Response:
     """400: a value passed validation but the database refused it (defence in depth: the
     schemas reject NUL and lone surrogates first)."""
-    log.warning("database refused a value: %s", error)
+    log.warning("database refused a value: %r", error)
     return problem_response(Problem.of(400, "the request holds a value that cannot be stored"))
 
 

@@ -6,6 +6,7 @@ same after checking the path's user is the token's user (else 403, before any qu
 
 import functools
 from collections.abc import Callable
+from urllib.parse import quote
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -104,7 +105,10 @@ async def create_task(request: Request) -> Response:
     """POST .../tasks -> 201, the task, with `Location` of the new task."""
     data = await _body(request, TaskCreate)
     task = await _run(request, Store.create_task, data)
-    return _task_response(task, 201, Location=f"{request.url.path.rstrip('/')}/{task['id']}")
+    # Percent-encoded: family B's path holds the user id, which may be any text (non-Latin-1,
+    # control characters) that a header cannot carry as is.
+    collection = quote(request.scope["path"].rstrip("/"))
+    return _task_response(task, 201, Location=f"{collection}/{task['id']}")
 
 
 async def get_task(request: Request) -> Response:

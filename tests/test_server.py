@@ -70,6 +70,19 @@ def test_one_log_line_per_request_without_tokens(server):
     assert SECRET not in logs
 
 
+def test_a_path_cannot_forge_log_lines(server):
+    """CR, LF and other control characters in a path are escaped in the request log line, so a
+    client (even without a token) cannot write a fake line (CWE-117)."""
+    marker = f"forged-{time.time_ns()}"
+    response = httpx.get(f"{server.url}/api/x%0D%0A{marker}%20GET%20/api/tasks%20200%0B%1B[2J")
+    assert response.status_code == 401
+    time.sleep(0.2)
+    lines = [line for line in server.logs().splitlines() if marker in line]
+    assert lines and not any(line.startswith(marker) for line in lines), lines
+    ours = [line for line in lines if "request_id=" in line]
+    assert len(ours) == 1 and ours[0].isprintable(), ours
+
+
 def test_generated_request_id_when_client_sends_none_or_junk(server):
     plain = httpx.get(f"{server.url}/health")
     junk = httpx.get(f"{server.url}/health", headers={"X-Request-ID": "bad id\twith\nstuff"[:6]})

@@ -1,9 +1,12 @@
 """Task endpoints end to end (SPEC.md: Endpoints), both route families, SQLite and PostgreSQL."""
 
+import uuid
 from datetime import datetime
+from urllib.parse import quote
 
 import pytest
 
+from tests.conftest import Api, User, make_token
 from tests.test_validation import assert_problem
 
 TASK_KEYS = {"id", "title", "description", "completed", "due_date", "created_at", "updated_at"}
@@ -32,6 +35,22 @@ def test_create_returns_task_and_location(api):
     assert response.headers["location"] == api.path(task["id"])
     assert response.headers["content-type"] == "application/json"
     assert api.client.get(response.headers["location"], headers=api.user.headers).json() == task
+
+
+@pytest.mark.parametrize("user_id", ["用户", "josé", "a b", "tab\there", "ctrl\x01",
+                                     "line\r\nSet-Cookie: stolen=1"])
+def test_location_is_a_valid_header_for_any_user_id(client, user_id):
+    """Family B's Location carries the path's user id: percent-encoded, never a 500 after the
+    task is stored, never a header split."""
+    user_id = f"{user_id}-{uuid.uuid4().hex[:8]}"
+    api = Api(client, User(user_id, make_token({"sub": user_id})), "B")
+    api.prefix = f"/api/{quote(user_id, safe='')}"
+    created = api.create({"title": "t"})
+    assert created.status_code == 201, created.text
+    location = created.headers["location"]
+    assert location.isascii() and location.isprintable(), location
+    assert "set-cookie" not in created.headers
+    assert client.get(location, headers=api.user.headers).json() == created.json()
 
 
 def test_create_minimal_and_completed(api):
