@@ -143,9 +143,16 @@ def _drop_dead_connection(dbapi_connection, _record, _proxy) -> None:
     """
     if dbapi_connection.closed:
         raise exc.DisconnectionError("connection closed")
-    readable, _, _ = select_module.select([dbapi_connection.fileno()], [], [], 0)
-    if readable:
+    poller = select_module.poll()  # not select(): it fails for descriptors past 1023
+    poller.register(dbapi_connection.fileno(), select_module.POLLIN)
+    if poller.poll(0):  # readable, hung up or in error
         raise exc.DisconnectionError("server closed the idle connection")
+
+
+def _refused_by_driver(error: ValueError) -> bool:
+    """Whether psycopg2 refused a parameter before sending it: a NUL character, or text that
+    cannot be encoded (lone surrogates)."""
+    return isinstance(error, UnicodeEncodeError) or "NUL (0x00)" in str(error)
 
 
 class Store:
@@ -164,13 +171,16 @@ class Store:
     def _connect(self) -> Iterator[Connection]:
         try:
             with self.engine.connect() as connection:
-                yield connection
+                try:
+                    yield connection
+                except ValueError as error:
+                    if not _refused_by_driver(error):
+                        raise
+                    raise InvalidData(str(error)) from error
         except (exc.OperationalError, exc.TimeoutError, exc.DisconnectionError) as error:
             raise DatabaseUnavailable(str(error).splitlines()[0]) from error
         except exc.DataError as error:
             raise InvalidData(str(error).splitlines()[0]) from error
-        except ValueError as error:  # psycopg2 refuses NUL in strings, and lone surrogates
-            raise InvalidData(str(error)) from error  # (UnicodeEncodeError) before sending
         except exc.DBAPIError as error:
             if error.connection_invalidated:
                 raise DatabaseUnavailable(str(error).splitlines()[0]) from error

@@ -1,9 +1,11 @@
-"""Defence in depth for values the schemas should already stop: whatever PostgreSQL or psycopg2
-refuses is the store's InvalidData, answered 400 problem details, never 500 (handlers/errors.py).
-The live paths to these errors are closed by validation (test_validation.py), so the store and
-the mapping are checked here in process."""
+"""The store's failure handling, in process: values PostgreSQL or psycopg2 refuses are the
+store's InvalidData, answered 400 problem details, never 500 (defence in depth: the live paths to
+these errors are closed by validation, test_validation.py); the dead-connection check at checkout
+works for any file descriptor."""
 
 import asyncio
+import os
+import resource
 import uuid
 
 import httpx
@@ -14,6 +16,7 @@ from starlette.routing import Route
 from handlers.errors import EXCEPTION_HANDLERS
 from schemas.tasks import ListQuery, TaskCreate
 from store import InvalidData, Store
+from tests.test_server import wait_for_no_app_connections as wait_until_gone
 from tests.test_validation import assert_problem
 
 
@@ -53,3 +56,29 @@ def test_invalid_data_is_400_problem_details():
     response = asyncio.run(get())
     problem = assert_problem(response, 400)
     assert "NUL" not in problem["detail"]  # the driver's wording stays in the log
+
+
+def test_dead_connection_check_works_past_1024_file_descriptors(postgres_database):
+    """The checkout check of pooled connections must not depend on select()'s FD_SETSIZE: a busy
+    worker (many client sockets, a raised `ulimit -n`) gets connection descriptors past 1023."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the open-file limit {hard} is too low to reach descriptor 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = []
+    try:
+        while not filler or filler[-1] < 1100:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        store = Store(postgres_database.url)
+        try:
+            store.ping()  # a new connection, now pooled, its socket past descriptor 1024
+            store.ping()  # its checkout checks that socket
+            assert postgres_database.terminate_connections() > 0
+            wait_until_gone(postgres_database)
+            store.ping()  # the killed connection is noticed and replaced
+        finally:
+            store.dispose()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
