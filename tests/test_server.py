@@ -2,6 +2,7 @@
 script (SPEC.md: Configuration, Operations)."""
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import SECRET, Api, new_user, server_env
+from tests.conftest import SECRET, Api, new_user, rows, server_env
 from tests.servers import ROOT, AppServer
 from tests.tcp_proxy import TcpProxy
 
@@ -81,6 +82,24 @@ def test_a_path_cannot_forge_log_lines(server):
     assert lines and not any(line.startswith(marker) for line in lines), lines
     ours = [line for line in lines if "request_id=" in line]
     assert len(ours) == 1 and ours[0].isprintable(), ours
+
+
+def test_client_leaving_mid_body_is_no_500(server, db):
+    """A client that closes the connection halfway through its body stores nothing and leaves
+    one 499 log line, not a traceback and a 500 (which would page someone for nothing)."""
+    user = new_user()
+    marker = f"gone-{time.time_ns()}"
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(f"POST /api/tasks HTTP/1.1\r\nHost: test\r\nX-Request-ID: {marker}\r\n"
+                     f"Authorization: Bearer {user.token}\r\nContent-Type: application/json\r\n"
+                     f'Content-Length: 1000\r\n\r\n{{"title": "half'.encode())
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while marker not in server.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [line for line in server.logs().splitlines() if marker in line]
+    assert len(lines) == 1 and "POST /api/tasks 499" in lines[0], lines  # no "unhandled error"
+    assert rows(db, "SELECT id FROM tasks WHERE user_id = :id", id=user.id) == []
 
 
 def test_generated_request_id_when_client_sends_none_or_junk(server):
