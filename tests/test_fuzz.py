@@ -49,7 +49,7 @@ HOSTILE = {
     "due_date": st.one_of(any_text, json_values),
     "completed": json_values,
 }
-READ_ONLY = {field: json_values for field in ("id", "user_id", "created_at", "updated_at")}
+READ_ONLY = {field: date_strings | json_values for field in ("id", "user_id", "created_at", "updated_at")}
 bodies = st.one_of(
     st.fixed_dictionaries({"title": PLAUSIBLE["title"]},
                           optional={**{f: v for f, v in PLAUSIBLE.items() if f != "title"},
