@@ -180,21 +180,22 @@ def test_postgres_stopped_and_started_under_load(cluster):
         with ThreadPoolExecutor(4) as pool:
             workers = [pool.submit(load, n) for n in range(4)]
             time.sleep(1)
-            outage_started = time.monotonic()
             cluster.pause()
+            stopped = time.monotonic()
             time.sleep(2)
+            resuming = time.monotonic()
             cluster.resume()
             restarted = time.monotonic()
-            time.sleep(3)
+            time.sleep(4)
             stop.set()
             for worker in workers:
                 worker.result()
         statuses = {status for *_, status in log}
         assert statuses <= {200, 201, 503}, statuses
-        during = [s for started, _, _, s in log if outage_started + 0.5 < started < restarted - 0.5]
+        during = [s for started, _, _, s in log if stopped < started < resuming]
         assert during and set(during) == {503}, during  # the outage was real and answered 503
         assert max(elapsed for _, elapsed, _, _ in log) < CONNECT_TIMEOUT + 2
-        after = [s for started, _, _, s in log if started > restarted + 1]
+        after = [s for started, _, _, s in log if started > restarted + 2]
         assert after and set(after) <= {200, 201}, after  # full service, no restart
         assert httpx.get(f"{server.url}/ready").status_code == 200
         with httpx.Client(base_url=server.url, timeout=30) as http:
@@ -205,6 +206,14 @@ def test_postgres_stopped_and_started_under_load(cluster):
     finally:
         stop.set()
         server.stop()
+
+
+def refuses_connections(server: AppServer) -> bool:
+    try:
+        httpx.get(f"{server.url}/health", timeout=2)
+    except httpx.ConnectError:
+        return True
+    return False
 
 
 def test_sigterm_lets_in_flight_requests_finish(postgres_database):
@@ -220,9 +229,7 @@ def test_sigterm_lets_in_flight_requests_finish(postgres_database):
                     wait_until(lambda: len(lock.blocked()) == in_flight,
                                what="all requests in flight")
                     server.process.send_signal(signal.SIGTERM)
-                    wait_until(lambda: "Shutting down" in server.logs(), what="shutdown")
-                    with pytest.raises(httpx.ConnectError):  # no new requests accepted
-                        httpx.get(f"{server.url}/health", timeout=5)
+                    wait_until(lambda: refuses_connections(server), what="new connections refused")
                     assert server.process.poll() is None  # still waiting for the requests
                     lock.release()  # the requests complete
                     responses = [future.result(timeout=20) for future in pending]
