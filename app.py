@@ -11,6 +11,7 @@ import secrets
 import sys
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from jwt import PyJWKClientError
 
 from starlette.applications import Starlette
@@ -26,10 +27,15 @@ from middleware.auth import AuthMiddleware
 from middleware.request_log import RequestLogMiddleware
 from middleware.jwks import JWKSKeys
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
-from store import SQLITE_DEFAULT, DatabaseUnavailable, Store
+from store import POOL_OVERFLOW, POOL_SIZE, SQLITE_DEFAULT, DatabaseUnavailable, Store
 
 MIN_SECRET_BYTES = 32
 PURGE_INTERVAL_SECONDS = 3600
+# Worker threads for the blocking store calls (run_in_threadpool; anyio's default is 40, set here
+# so it stays tied to the pool): more threads than pooled connections, so under overload the pool
+# runs out first and a request waits at most store.POOL_TIMEOUT for a connection, then gets 503,
+# instead of queueing for a thread with no time limit (docs/security.md: Overload).
+THREADS = 2 * (POOL_SIZE + POOL_OVERFLOW)
 
 
 class ConfigError(Exception):
@@ -121,6 +127,7 @@ def create_app() -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         store.create_tables()
         store.purge_keys()
         purging = asyncio.create_task(_purge_idempotency_keys(store))

@@ -38,6 +38,11 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached or did not answer in time; retrying later may work."""
 
 
+class InvalidData(ValueError):
+    """The database refused a value (a NUL character, text that is not valid Unicode, a value
+    out of a column's range): input that validation should have stopped; retrying cannot help."""
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -171,9 +176,16 @@ def _drop_dead_connection(dbapi_connection, _record, _proxy) -> None:
     """
     if dbapi_connection.closed:
         raise exc.DisconnectionError("connection closed")
-    readable, _, _ = select_module.select([dbapi_connection.fileno()], [], [], 0)
-    if readable:
+    poller = select_module.poll()  # not select(): it fails for descriptors past 1023
+    poller.register(dbapi_connection.fileno(), select_module.POLLIN)
+    if poller.poll(0):  # readable, hung up or in error
         raise exc.DisconnectionError("server closed the idle connection")
+
+
+def _refused_by_driver(error: ValueError) -> bool:
+    """Whether psycopg2 refused a parameter before sending it: a NUL character, or text that
+    cannot be encoded (lone surrogates)."""
+    return isinstance(error, UnicodeEncodeError) or "NUL (0x00)" in str(error)
 
 
 Versions = list[int] | str | None  # If-Match: None (absent), "*" (any), or acceptable versions
@@ -191,7 +203,7 @@ class Store:
     """Every query of the API over one engine. Methods are blocking: call them off the event loop.
 
     Raises DatabaseUnavailable when the database cannot be reached, times out or the pool is
-    exhausted for POOL_TIMEOUT seconds.
+    exhausted for POOL_TIMEOUT seconds, and InvalidData when it refuses a value.
     """
 
     def __init__(self, url: str = SQLITE_DEFAULT) -> None:
@@ -203,9 +215,16 @@ class Store:
     def _connect(self) -> Iterator[Connection]:
         try:
             with self.engine.connect() as connection:
-                yield connection
+                try:
+                    yield connection
+                except ValueError as error:
+                    if not _refused_by_driver(error):
+                        raise
+                    raise InvalidData(str(error)) from error
         except (exc.OperationalError, exc.TimeoutError, exc.DisconnectionError) as error:
             raise DatabaseUnavailable(str(error).splitlines()[0]) from error
+        except exc.DataError as error:
+            raise InvalidData(str(error).splitlines()[0]) from error
         except exc.DBAPIError as error:
             if error.connection_invalidated:
                 raise DatabaseUnavailable(str(error).splitlines()[0]) from error

@@ -4,16 +4,17 @@ import logging
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Match
 
 from schemas.problem import PROBLEM_JSON, FieldError, Problem
 from schemas.tasks import TaskPublic, task_etag
-from store import DatabaseUnavailable, VersionMismatch
+from store import DatabaseUnavailable, InvalidData, VersionMismatch
 
 log = logging.getLogger("todo.errors")
 DATABASE_RETRY_AFTER_SECONDS = 5
+CLIENT_CLOSED_REQUEST = 499  # nginx's status, for the log line of a request nobody waits for
 
 
 class ProblemError(Exception):
@@ -110,9 +111,24 @@ async def on_version_mismatch(request: Request, error: VersionMismatch) -> Respo
     return problem_response(problem, {"ETag": task_etag(current)})
 
 
+async def on_invalid_data(request: Request, error: InvalidData) -> Response:
+    """400: a value passed validation but the database refused it (defence in depth: the
+    schemas reject NUL and lone surrogates first)."""
+    log.warning("database refused a value: %r", error)
+    return problem_response(Problem.of(400, "the request holds a value that cannot be stored"))
+
+
+async def on_client_disconnect(request: Request, error: ClientDisconnect) -> Response:
+    """The client left while sending its body: nothing was stored and nobody reads the answer.
+    Logged as 499, not as an unhandled error, so clients cannot fill the log with fake 500s."""
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 EXCEPTION_HANDLERS = {
     ProblemError: on_problem,
     HTTPException: on_http_exception,
     DatabaseUnavailable: on_database_unavailable,
     VersionMismatch: on_version_mismatch,
+    InvalidData: on_invalid_data,
+    ClientDisconnect: on_client_disconnect,
 }

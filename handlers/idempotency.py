@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -67,6 +68,13 @@ async def idempotent(
         raise
 
 
+def task_location(request: Request, task_id: int) -> str:
+    """`Location` of a task created at this collection path. Percent-encoded: family B's path
+    holds the user id, which may be any text (non-Latin-1, control characters) that a header
+    cannot carry as is."""
+    return f"{quote(request.scope['path'].rstrip('/'))}/{task_id}"
+
+
 def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
     if stored["fingerprint"] != fingerprint:
         raise ProblemError(422, "this Idempotency-Key was used for a different request")
@@ -78,6 +86,6 @@ def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
     task = json.loads(stored["response"])
     headers = {"Idempotent-Replayed": "true", "ETag": task_etag(task)}
     if stored["status"] == 201:
-        headers["Location"] = f"{request.url.path.rstrip('/')}/{task['id']}"
+        headers["Location"] = task_location(request, task["id"])
     body = TaskPublic.model_validate(task).model_dump_json().encode()
     return Response(body, stored["status"], headers, media_type="application/json")

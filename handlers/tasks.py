@@ -15,12 +15,13 @@ from starlette.responses import Response
 
 from handlers.cursors import Cursors
 from handlers.errors import ProblemError, invalid_input
-from handlers.idempotency import idempotent
+from handlers.idempotency import idempotent, task_location
 from schemas.problem import FieldError
 from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskUpdate, task_etag
 from store import Store, Versions
 
 MAX_BODY_BYTES = 64 * 1024  # SPEC.md: bodies over 64 KiB are 413
+MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
 MAX_TASK_ID = 2**31 - 1  # PostgreSQL integer
 _TASK_LIST = TypeAdapter(list[TaskPublic])
 
@@ -127,6 +128,8 @@ async def list_tasks(request: Request) -> Response:
     """GET .../tasks?status=&sort=&order=&limit=&cursor= -> 200, JSON array of tasks, with
     `Link: <...>; rel="next"` when more follow (RFC 8288) and an ETag of the page (304 for a
     matching If-None-Match)."""
+    if len(request.scope["query_string"]) > MAX_QUERY_BYTES:
+        raise ProblemError(414, f"query string is longer than {MAX_QUERY_BYTES} bytes")
     try:
         query = ListQuery.model_validate(dict(request.query_params))
     except ValidationError as error:
@@ -159,8 +162,7 @@ async def create_task(request: Request) -> Response:
 
     async def perform(key: str | None) -> Response:
         task = await _run(request, Store.create_task, data, key)
-        location = f"{request.url.path.rstrip('/')}/{task['id']}"
-        return _task_response(task, 201, Location=location)
+        return _task_response(task, 201, Location=task_location(request, task["id"]))
 
     return await idempotent(request, data.model_dump_json(), perform)
 

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 
-import jwt
 from jwt import PyJWK, PyJWKClient
 from starlette.concurrency import run_in_threadpool
 
@@ -76,9 +75,12 @@ class JWKSKeys:
         started = self._attempted = time.monotonic()
         try:
             keys = await run_in_threadpool(self._client.get_signing_keys)
-        except (jwt.PyJWTError, ValueError, OSError) as error:  # unreachable, slow, not a JWKS
+        except Exception as error:  # noqa: BLE001 - unreachable, slow, or not a usable JWKS
+            # Beyond PyJWTError, ValueError and OSError, PyJWT lets through what a malformed
+            # answer raises while parsed (TypeError for a non-string `alg`, RecursionError for
+            # deeply nested JSON): any failure here means no usable keys, never a 500.
             self._failing = True
-            log.error("JWKS fetch from %s failed (cached keys still used): %s", self.url, error)
+            log.error("JWKS fetch from %s failed (cached keys still used): %r", self.url, error)
             return
         self._keys = {key.key_id: key for key in keys}
         self._fetched, self._failing = started, False

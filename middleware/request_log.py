@@ -28,6 +28,12 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def _printable(path: str) -> str:
+    """`path` as one line of printable text: control characters (CR and LF among them, which
+    a client can send percent-encoded) escaped, so a request cannot forge log lines (CWE-117)."""
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
 class RequestLogMiddleware:
     """Logs each HTTP request and turns an unhandled exception into a 500 problem response
     that names the request id (the traceback goes to the log, never to the client)."""
@@ -63,5 +69,5 @@ class RequestLogMiddleware:
             elapsed_ms = (time.perf_counter() - started) * 1000
             log.info(
                 "%s %s %d %.1fms request_id=%s",
-                scope["method"], scope["path"], status, elapsed_ms, request_id,
+                scope["method"], _printable(scope["path"]), status, elapsed_ms, request_id,
             )

@@ -133,6 +133,7 @@ class PostgresCluster(_Process):
     def __init__(self) -> None:
         initdb = require_program("initdb", *postgres_bin_dirs())
         self.postgres = str(Path(initdb).with_name("postgres"))
+        self.pg_ctl = str(Path(initdb).with_name("pg_ctl"))
         self.initdb, self.openssl = initdb, require_program("openssl")
         super().__init__("todo-pg-")
         self.port = free_port()
@@ -156,6 +157,17 @@ class PostgresCluster(_Process):
             self.stop()
             raise
         return self
+
+    def pause(self) -> None:
+        """Stop the server as an operator would (`pg_ctl stop -m fast`: open connections are
+        terminated), keeping its data for resume()."""
+        self._run([self.pg_ctl, "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "20"])
+        self.process.wait(10)
+
+    def resume(self) -> None:
+        """Start the server paused by pause() again, on the same port with the same data."""
+        self._launch([self.postgres, "-D", str(self.data), *self._settings()])
+        self._wait_until(lambda: self.admin("SELECT 1"), "postgres")
 
     def _settings(self) -> list[str]:
         settings = {

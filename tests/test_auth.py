@@ -2,12 +2,17 @@
 
 import base64
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.conftest import SECRET, make_token, new_user, rows
+from tests.conftest import FRONTEND, SECRET, make_token, new_user, rows, server_env
+from tests.servers import AppServer
 from tests.test_validation import assert_problem
 
 INVALID = 'Bearer error="invalid_token"'
@@ -36,6 +41,7 @@ def test_missing_token_is_401_bearer(client, authorization):
     response = call(client, authorization)
     assert_problem(response, 401)
     assert response.headers["www-authenticate"] == "Bearer"
+    assert call(client, f"Bearer {new_user().token}").status_code == 200
 
 
 def forged_tokens() -> dict[str, str]:
@@ -56,6 +62,7 @@ def forged_tokens() -> dict[str, str]:
         "stripped signature": f"{header}.{payload}.",
         "edited payload": f"{header}.{other_payload}.{signature}",
         "expired": make_token({"sub": user}, lifetime=-120),
+        "expired just past the leeway": make_token({"sub": user}, lifetime=-40),
         "no exp": jwt.encode({"sub": user}, SECRET, algorithm="HS256"),
         "exp not a number": jwt.encode({"sub": user, "exp": "tomorrow"}, SECRET, algorithm="HS256"),
         "iat in the future": make_token({"sub": user, "iat": int(time.time()) + 600}),
@@ -83,6 +90,21 @@ def test_invalid_tokens_are_401_invalid_token(client, name):
     assert response.headers["www-authenticate"] == INVALID
     user = new_user()
     assert client.get("/api/tasks", headers=user.headers).status_code == 200
+
+
+@pytest.mark.parametrize("token", [
+    "a" * 100_000, make_token({"sub": "user-big"}) + "a" * 100_000,
+], ids=["garbage", "valid token with a tail"])
+def test_100_kb_authorization_header_is_401_from_the_app(client, token):
+    """uvicorn's httptools parser (uvicorn[standard], as deployed) sets no header size limit, so
+    the header reaches the app, which rejects it quickly like any invalid token (never a 500 or
+    a hang; docs/security.md)."""
+    started = time.monotonic()
+    response = call(client, f"Bearer {token}")
+    assert time.monotonic() - started < 5
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == INVALID
+    assert call(client, f"Bearer {new_user().token}").status_code == 200
 
 
 def test_expired_within_leeway_is_accepted(client):
@@ -157,3 +179,68 @@ def test_email_held_by_another_user_is_not_a_500(client, db):
     emails = rows(db, "SELECT id, email FROM users WHERE id IN (:a, :b) ORDER BY email",
                   a=first.id, b=second.id)
     assert {r["id"]: r["email"] for r in emails} == {first.id: shared, second.id: None}
+
+
+class FakeJWKS:
+    """A loopback HTTP server standing in for Better Auth's JWKS endpoint, answering whatever
+    `serve()` last set."""
+
+    def __init__(self) -> None:
+        answer = self.answer = {"status": 200, "body": b"{}"}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(answer["status"])
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer["body"])))
+                self.end_headers()
+                self.wfile.write(answer["body"])
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/api/auth/jwks"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def serve(self, status: int, body: bytes) -> None:
+        self.answer.update(status=status, body=body)
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def test_broken_jwks_is_503_never_500(tmp_path):
+    """Whatever the JWKS endpoint answers, a token whose key cannot be had is 503 with
+    Retry-After (SPEC.md: JWKS unreachable), HS256 tokens keep working, and a repaired JWKS is
+    used at once, without a restart."""
+    key = Ed25519PrivateKey.generate()
+    jwk = {**jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key(), as_dict=True),
+           "kid": "k1", "alg": "EdDSA", "use": "sig"}
+    now = int(time.time())
+    token = jwt.encode({"sub": "user-jwks", "iss": FRONTEND, "aud": FRONTEND, "iat": now,
+                        "exp": now + 600}, key, algorithm="EdDSA", headers={"kid": "k1"})
+    broken = {
+        "not JSON": (200, b"<html>sign in</html>"),
+        "alg not a string": (200, json.dumps({"keys": [{**jwk, "alg": ["EdDSA"]}]}).encode()),
+        "deeply nested": (200, b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+    }
+    jwks = FakeJWKS()
+    server = AppServer(server_env(f"sqlite:///{tmp_path}/todo.db",
+                                  BETTER_AUTH_JWKS_URL=jwks.url)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for name, (status, body) in broken.items():
+                jwks.serve(status, body)
+                response = call(http, f"Bearer {token}")
+                assert response.status_code == 503, (name, response.text)
+                assert_problem(response, 503)
+                assert int(response.headers["retry-after"]) > 0
+                assert call(http, f"Bearer {new_user().token}").status_code == 200
+            jwks.serve(200, json.dumps({"keys": [jwk]}).encode())
+            assert call(http, f"Bearer {token}").status_code == 200
+        assert "Traceback" not in server.logs()
+    finally:
+        server.stop()
+        jwks.close()

@@ -43,3 +43,27 @@ def test_concurrent_toggles_lose_no_update(server, client, family):
     seen = sorted(r.json()["completed"] for r in responses)
     assert seen.count(True) == toggles // 2 + 1  # each toggle saw a distinct state
     assert api.get(task["id"]).json()["completed"] is True
+
+
+def test_parallel_updates_of_different_fields_all_survive(server, client, family):
+    """An update is one `UPDATE ... SET` of only the members sent (README: Update), so parallel
+    updates of different fields of one task never undo each other."""
+    api = Api(client, new_user(), family)
+    task = api.new_task()
+    values = {
+        "title": lambda n: f"title {n}",
+        "description": lambda n: f"description {n}",
+        "due_date": lambda n: f"2030-01-{n + 1:02d}T00:00:00Z",
+        "completed": lambda n: n % 2 == 0,
+    }
+    copies = 3  # each field sent three times per round, with the same value
+    for n in range(8):
+        bodies = [{field: value(n)} for field, value in values.items()] * copies
+        responses = in_parallel(server, len(bodies), lambda http, i: Api(
+            http, api.user, family).update(task["id"], bodies[i], method="PATCH"))
+        assert [r.status_code for r in responses] == [200] * len(bodies)
+        stored = api.get(task["id"]).json()
+        assert stored["title"] == values["title"](n)
+        assert stored["description"] == values["description"](n)
+        assert stored["due_date"].startswith(f"2030-01-{n + 1:02d}T00:00:00")
+        assert stored["completed"] is values["completed"](n)

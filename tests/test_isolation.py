@@ -1,22 +1,37 @@
 """Tasks are private: another user's task is indistinguishable from a missing one (404), and a
 foreign path user is 403 (SPEC.md: Endpoints)."""
 
-from tests.conftest import Api, new_user
+from tests.conftest import Api, new_user, rows
 from tests.test_validation import assert_problem
 
 
-def test_other_users_task_is_404_on_every_endpoint(api, other):
+MISSING_ID = 2147483000  # in range, never created
+
+ENDPOINTS = {
+    "GET": lambda api, task_id: api.get(task_id),
+    "PUT": lambda api, task_id: api.update(task_id, {"title": "stolen"}),
+    "PATCH": lambda api, task_id: api.update(task_id, {"completed": True}, method="PATCH"),
+    "PATCH complete": lambda api, task_id: api.toggle(task_id),
+    "DELETE": lambda api, task_id: api.delete(task_id),
+}
+
+
+def answer(response) -> tuple:
+    """What a client can tell from a response, less the per-request id."""
+    return response.status_code, response.headers["content-type"], response.json()
+
+
+def test_other_users_task_is_404_on_every_endpoint(api, other, db):
+    """OWASP API1: another user's task answers exactly as a missing one, and stays unchanged."""
     task = api.new_task(title="private", description="secret")
-    missing = 2147483000
-    for task_id in (task["id"], missing):
-        assert_problem(other.get(task_id), 404)
-        assert_problem(other.update(task_id, {"title": "stolen"}), 404)
-        assert_problem(other.update(task_id, {"completed": True}, method="PATCH"), 404)
-        assert_problem(other.toggle(task_id), 404)
-        assert_problem(other.delete(task_id), 404)
-    assert other.get(task["id"]).json() == other.get(missing).json()
+    stored = rows(db, "SELECT * FROM tasks WHERE id = :id", id=task["id"])
+    for name, call in ENDPOINTS.items():
+        foreign = call(other, task["id"])
+        assert_problem(foreign, 404)
+        assert answer(foreign) == answer(call(other, MISSING_ID)), name
     assert other.list().json() == []
-    assert api.get(task["id"]).json() == task  # unchanged
+    assert rows(db, "SELECT * FROM tasks WHERE id = :id", id=task["id"]) == stored
+    assert api.get(task["id"]).json() == task
 
 
 def test_lists_are_scoped_to_the_caller(api, other):
@@ -26,21 +41,52 @@ def test_lists_are_scoped_to_the_caller(api, other):
     assert [t["id"] for t in other.list().json()] == [theirs["id"]]
 
 
-def test_foreign_path_user_is_403(client, api):
+def app_queries(db) -> list[tuple] | None:
+    """For PostgreSQL, each app connection to the database with the start of its latest
+    statement: any statement the app runs changes this (pg_stat_activity is live, not sampled).
+    None for SQLite, which keeps no such record."""
+    if db.dialect.name != "postgresql":
+        return None
+    return [tuple(r.values()) for r in rows(
+        db, "SELECT pid, backend_start, query_start FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'todo-api' ORDER BY pid")]
+
+
+def test_foreign_path_user_is_403_before_any_query(client, api, db):
     task = api.new_task()
     intruder = new_user()
     foreign = Api(client, intruder, "A")
     foreign.prefix = f"/api/{api.user.id}"  # intruder's token, victim's path
+    before = app_queries(db)
+    assert before is None or before, "the app holds no connection to watch"
     assert_problem(foreign.list(), 403)
+    assert_problem(foreign.list(status="bogus"), 403)
     assert_problem(foreign.create({"title": "planted"}), 403)
     assert_problem(foreign.create(content=b"not even json"), 403)
-    assert_problem(foreign.get(task["id"]), 403)
-    assert_problem(foreign.update(task["id"], {"title": "x"}), 403)
-    assert_problem(foreign.update(task["id"], {"title": "x"}, method="PATCH"), 403)
-    assert_problem(foreign.toggle(task["id"]), 403)
-    assert_problem(foreign.delete(task["id"]), 403)
+    for call in ENDPOINTS.values():
+        assert_problem(call(foreign, task["id"]), 403)
     assert_problem(foreign.get("abc"), 403)
+    assert app_queries(db) == before  # the app sent the database nothing at all
+    assert rows(db, "SELECT id FROM users WHERE id = :id", id=intruder.id) == []
     assert api.list().json() == [task]
+
+
+def test_user_id_in_the_query_string_changes_nothing(api, other):
+    task = api.new_task()
+    as_other = {"user_id": other.user.id}
+    assert api.request("GET", api.path(), params=as_other).json() == [task]
+    assert api.request("GET", api.path(task["id"]), params=as_other).json() == task
+    as_owner = {"user_id": api.user.id}
+    assert other.request("GET", other.path(), params=as_owner).json() == []
+    for method, suffix, body in [("GET", "", None), ("PUT", "", {"title": "x"}),
+                                 ("PATCH", "", {"title": "x"}), ("PATCH", "/complete", None),
+                                 ("DELETE", "", None)]:
+        response = other.request(method, other.path(task["id"], suffix), params=as_owner, json=body)
+        assert_problem(response, 404)
+    created = other.request("POST", other.path(), params=as_owner, json={"title": "theirs"})
+    assert created.status_code == 201
+    assert api.list().json() == [task]
+    assert [t["id"] for t in other.list().json()] == [created.json()["id"]]
 
 
 def test_both_families_see_the_same_tasks(client):

@@ -28,12 +28,22 @@ def neon_server(request, cluster):
 
 
 def check_task_flow(api: Api) -> None:
-    """Create, list, get, update (PUT, PATCH), toggle twice, delete: each answers as specified."""
+    """Create, list (sorted and filtered), get, update (PUT and PATCH), toggle twice, delete,
+    and another user's 404s: each answers as specified."""
     created = api.create({"title": "Buy milk", "description": "2 litres", "due_date": "2030-01-31"})
     assert created.status_code == 201, created.text
     task = created.json()
     assert api.list().json() == [task]
     assert api.get(task["id"]).json() == task
+    later = api.create({"title": "a later one", "due_date": "2031-01-01"}).json()
+    assert [t["id"] for t in api.list(sort="due_date").json()] == [task["id"], later["id"]]
+    assert [t["id"] for t in api.list(sort="title", order="desc").json()] == [task["id"], later["id"]]
+    stranger = Api(api.client, new_user(), api.family)
+    for response in (stranger.get(task["id"]), stranger.update(task["id"], {"title": "x"}),
+                     stranger.toggle(task["id"]), stranger.delete(task["id"])):
+        assert response.status_code == 404, response.text
+    assert stranger.list().json() == []
+    assert api.delete(later["id"]).status_code == 204
     renamed = api.update(task["id"], {"title": "Buy oat milk"})
     assert renamed.status_code == 200 and renamed.json()["title"] == "Buy oat milk", renamed.text
     cleared = api.update(task["id"], {"description": None}, method="PATCH")

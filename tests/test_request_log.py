@@ -31,3 +31,20 @@ async def test_unhandled_exception_is_500_problem_with_request_id(caplog):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+def test_every_middleware_is_pure_asgi(monkeypatch, tmp_path):
+    """No BaseHTTPMiddleware (SPEC.md: pure ASGI): it runs the rest of the app in a separate
+    task behind a re-wrapped response stream, so context does not propagate back and a failure
+    or a client disconnect is seen late."""
+    import importlib
+    import sys
+
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    monkeypatch.setenv("BETTER_AUTH_SECRET", "s" * 48)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/todo.db")
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    app = importlib.import_module("app").app
+    classes = [entry.cls for entry in app.user_middleware]
+    assert classes and not any(issubclass(cls, BaseHTTPMiddleware) for cls in classes), classes

@@ -1,8 +1,13 @@
 """Task endpoints end to end (SPEC.md: Endpoints), both route families, SQLite and PostgreSQL."""
 
+import uuid
 from datetime import datetime
+from urllib.parse import quote
 
 import pytest
+
+from tests.conftest import Api, User, make_token
+from tests.test_validation import assert_problem
 
 TASK_KEYS = {"id", "title", "description", "completed", "due_date", "completed_at", "created_at",
              "updated_at"}
@@ -31,6 +36,22 @@ def test_create_returns_task_and_location(api):
     assert response.headers["location"] == api.path(task["id"])
     assert response.headers["content-type"] == "application/json"
     assert api.client.get(response.headers["location"], headers=api.user.headers).json() == task
+
+
+@pytest.mark.parametrize("user_id", ["用户", "josé", "a b", "tab\there", "ctrl\x01",
+                                     "line\r\nSet-Cookie: stolen=1"])
+def test_location_is_a_valid_header_for_any_user_id(client, user_id):
+    """Family B's Location carries the path's user id: percent-encoded, never a 500 after the
+    task is stored, never a header split."""
+    user_id = f"{user_id}-{uuid.uuid4().hex[:8]}"
+    api = Api(client, User(user_id, make_token({"sub": user_id})), "B")
+    api.prefix = f"/api/{quote(user_id, safe='')}"
+    created = api.create({"title": "t"})
+    assert created.status_code == 201, created.text
+    location = created.headers["location"]
+    assert location.isascii() and location.isprintable(), location
+    assert "set-cookie" not in created.headers
+    assert client.get(location, headers=api.user.headers).json() == created.json()
 
 
 def test_create_minimal_and_completed(api):
@@ -95,10 +116,12 @@ def test_read_only_fields_are_never_applied(api, other, db):
     task = api.new_task(**sneaky)
     assert task["id"] != 999999
     assert parse_time(task["created_at"]).year > 2000
-    updated = api.update(task["id"], {**sneaky, "title": "still mine"}).json()
-    assert updated["id"] == task["id"]
-    assert updated["created_at"] == task["created_at"]
-    assert parse_time(updated["updated_at"]).year > 2000
+    assert parse_time(task["updated_at"]).year > 2000
+    for method in ("PUT", "PATCH"):
+        updated = api.update(task["id"], {**sneaky, "title": "still mine"}, method=method).json()
+        assert updated["id"] == task["id"]
+        assert updated["created_at"] == task["created_at"]
+        assert parse_time(updated["updated_at"]).year > 2000
     stored = rows(db, "SELECT user_id FROM tasks WHERE id = :id", id=task["id"])
     assert stored == [{"user_id": api.user.id}]
     assert other.list().json() == []
@@ -171,11 +194,7 @@ def test_filter_and_sort_combined(api):
     {"status": "done"}, {"sort": "priority"}, {"order": "up"}, {"sort": ""}, {"status": "ALL"},
 ])
 def test_invalid_list_query_is_400(api, params):
-    response = api.list(**params)
-    assert response.status_code == 400
-    problem = response.json()
-    assert problem["status"] == 400
-    assert problem["errors"][0]["field"] == next(iter(params))
+    assert_problem(api.list(**params), 400, next(iter(params)))
 
 
 def test_unknown_query_parameters_are_ignored(api):

@@ -30,17 +30,27 @@ BAD_CREATE_BODIES = [
     ({"title": None}, "title"),
     ({"title": 5}, "title"),
     ({"title": ["a"]}, "title"),
-    ({"title": "a\u0000b"}, "title"),
+    ({"title": True}, "title"),
+    ({"title": {"text": "a"}}, "title"),
     ({"title": "ok", "description": "x" * 1001}, "description"),
     ({"title": "ok", "description": 12}, "description"),
-    ({"title": "ok", "description": "a\u0000"}, "description"),
+    ({"title": "ok", "description": ["a"]}, "description"),
+    ({"title": "ok", "description": False}, "description"),
     ({"title": "ok", "completed": "true"}, "completed"),
     ({"title": "ok", "completed": 1}, "completed"),
     ({"title": "ok", "completed": None}, "completed"),
+    ({"title": "ok", "completed": [True]}, "completed"),
     ({"title": "ok", "due_date": "tomorrow"}, "due_date"),
     ({"title": "ok", "due_date": "2030-13-01"}, "due_date"),
+    ({"title": "ok", "due_date": "2030-02-30"}, "due_date"),
+    ({"title": "ok", "due_date": "2030-01-01T25:00:00"}, "due_date"),
+    ({"title": "ok", "due_date": "31/12/2030"}, "due_date"),
+    ({"title": "ok", "due_date": ""}, "due_date"),
     ({"title": "ok", "due_date": 1700000000}, "due_date"),
+    ({"title": "ok", "due_date": True}, "due_date"),
+    ({"title": "ok", "due_date": {"year": 2030}}, "due_date"),
     ({"title": "ok", "due_date": "0001-01-01T00:00:00+01:00"}, "due_date"),
+    ({"title": "ok", "due_date": "9999-12-31T23:00:00-05:00"}, "due_date"),
 ]
 
 
@@ -71,7 +81,10 @@ def test_length_boundaries_are_accepted(api):
     ({"completed": "false"}, "completed"),
     ({"description": "x" * 1001}, "description"),
     ({"due_date": "soon"}, "due_date"),
-    ({"title": "\u0000"}, "title"),
+    ({"title": 7}, "title"),
+    ({"description": ["x"]}, "description"),
+    ({"due_date": 1700000000}, "due_date"),
+    ({"completed": 0}, "completed"),
 ])
 def test_bad_update_is_400_and_changes_nothing(api, body, field):
     task = api.new_task(title="keep", description="keep")
@@ -88,9 +101,9 @@ def test_bad_update_is_400_and_changes_nothing(api, body, field):
     (b'"title"', "JSON object"),
     (b"null", "JSON object"),
     (b"", "empty"),
-    (b'{"title": "\\ud800"}', "not valid JSON"),
-    (b'{"title": "\xed\xa0\x80"}', "not valid JSON"),
+    (b" \r\n", "empty"),
     (b'{"title": "\xff"}', "not valid JSON"),
+    (b'{"title": "a", "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "not valid JSON"),
 ])
 def test_malformed_json_is_400(api, content, detail):
     headers = {"Content-Type": "application/json"}
@@ -98,6 +111,31 @@ def test_malformed_json_is_400(api, content, detail):
     task = api.new_task()
     response = api.update(task["id"], content=content, headers=headers)
     assert detail in assert_problem(response, 400)["detail"]
+    assert api.list().json() == [task]
+
+
+STRING_FIELDS = {"title": "a task", "description": "some words", "due_date": "2030-01-31"}
+
+
+@pytest.mark.parametrize("field", list(STRING_FIELDS))
+@pytest.mark.parametrize("raw,detail", [
+    (b"a\\u0000b", "NUL"),  # a NUL character, escaped
+    (b"\\ud800", "not valid JSON"),  # a lone surrogate, escaped
+    (b"\\udc00x", "not valid JSON"),
+    (b"\xed\xa0\x80", "not valid JSON"),  # a lone surrogate, encoded (CESU-8, not UTF-8)
+], ids=["NUL", "high surrogate", "low surrogate", "encoded surrogate"])
+def test_nul_and_lone_surrogates_are_400_in_every_string_field(api, field, raw, detail):
+    """PostgreSQL text can hold neither; JSON can carry both (SPEC.md: NUL is rejected)."""
+    value = b'"' + raw + b'"'
+    create = {**STRING_FIELDS, field: "__value__"}
+    headers = {"Content-Type": "application/json"}
+    body = json.dumps(create).encode().replace(b'"__value__"', value)
+    problem = assert_problem(api.create(content=body, headers=headers), 400)
+    assert detail in problem["detail"] or field == "due_date", problem
+    task = api.new_task(**STRING_FIELDS)
+    for method in ("PUT", "PATCH"):
+        update = b'{"' + field.encode() + b'": ' + value + b"}"
+        assert_problem(api.update(task["id"], content=update, headers=headers, method=method), 400)
     assert api.list().json() == [task]
 
 
@@ -131,6 +169,11 @@ def test_body_over_64_kib_is_413(api):
 
     headers = {"Content-Type": "application/json"}
     assert_problem(api.create(content=chunks(), headers=headers), 413)
+    five_mb = json.dumps({"title": "a", "description": "x" * 5_000_000}).encode()
+    assert_problem(api.create(content=five_mb, headers=headers), 413)
+    assert_problem(api.update(task["id"], content=five_mb, headers=headers), 413)
+    assert_problem(api.create(content=(five_mb[i:i + 65536] for i in range(0, len(five_mb), 65536)),
+                              headers=headers), 413)
     assert api.list().json() == [task]
 
 
@@ -140,16 +183,25 @@ def test_body_just_under_limit_is_read(api):
     assert api.create(content=body, headers={"Content-Type": "application/json"}).status_code == 201
 
 
+@pytest.mark.parametrize("params", [{"page": "x" * 60_000}, {"status": "x" * 60_000},
+                                    [("sort", "title")] * 5_000])
+def test_60_kb_list_query_string_is_414(api, params):
+    task = api.new_task()
+    assert_problem(api.request("GET", api.path(), params=params), 414)
+    assert api.list(sort="title", page="x" * 8000).json() == [task]  # just under the limit
+
+
 @pytest.mark.parametrize("task_id", ["0", "-1", "abc", "1.5", "2147483648",
                                      "99999999999999999999", "1e3", "%20"])
 def test_odd_ids_are_404_everywhere(api, task_id):
-    api.new_task()
+    task = api.new_task()
     for response in (
         api.get(task_id), api.update(task_id, {"title": "x"}),
         api.update(task_id, {"title": "x"}, method="PATCH"), api.toggle(task_id),
         api.delete(task_id),
     ):
         assert_problem(response, 404)
+    assert api.list().json() == [task]
 
 
 def test_nothing_stored_for_rejected_requests(api, db):

@@ -1,0 +1,242 @@
+"""Database faults under a real uvicorn process (issue #4): a backend killed in the middle of a
+request, every pooled connection busy, statements that run too long, PostgreSQL stopped and
+started under load, and SIGTERM with requests in flight. Each ends in 503 problem details or in
+success, never in a 500 or a hang, and the service comes back without a restart.
+
+Killed idle connections and an unreachable database are in test_server.py."""
+
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import psycopg2
+import pytest
+
+from store import CONNECT_TIMEOUT, POOL_OVERFLOW, POOL_SIZE, POOL_TIMEOUT, STATEMENT_TIMEOUT_MS
+from tests.conftest import Api, new_user, server_env
+from tests.pgcluster import PostgresCluster
+from tests.servers import AppServer
+from tests.test_validation import assert_problem
+
+POOL = POOL_SIZE + POOL_OVERFLOW  # connections per worker
+STATEMENT_TIMEOUT = STATEMENT_TIMEOUT_MS / 1000
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    """503 problem details with a Retry-After the client can act on."""
+    assert_problem(response, 503)
+    assert int(response.headers["retry-after"]) > 0
+
+
+class RowLock:
+    """A lock on one task row, held from outside the app so that the app's UPDATE of that task
+    blocks, plus a second connection to watch (and terminate) the app's backends."""
+
+    def __init__(self, database_url: str, task_id: int) -> None:
+        self.holder = psycopg2.connect(database_url)
+        with self.holder.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+        self.monitor = psycopg2.connect(database_url)
+        self.monitor.autocommit = True
+
+    def blocked(self) -> list[int]:
+        """Process ids of the app's connections waiting for this (or any) lock."""
+        with self.monitor.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND application_name = 'todo-api' AND wait_event_type = 'Lock'")
+            return [pid for (pid,) in cursor.fetchall()]
+
+    def terminate(self, pids: list[int]) -> None:
+        with self.monitor.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid", (pids,))
+
+    def release(self) -> None:
+        self.holder.rollback()
+
+    def close(self) -> None:
+        self.release()
+        self.holder.close()
+        self.monitor.close()
+
+
+@contextmanager
+def row_locked(database_url: str, task_id: int):
+    lock = RowLock(database_url, task_id)
+    try:
+        yield lock
+    finally:
+        lock.close()
+
+
+def wait_until(condition, timeout: float = 10, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not reached in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def fault_server(postgres_database):
+    server = AppServer(server_env(postgres_database.url)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fault_api(fault_server):
+    with httpx.Client(base_url=fault_server.url, timeout=30) as http:
+        yield Api(http, new_user(), "A")
+
+
+def timed(call):
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+def test_backend_killed_mid_request_is_503_then_service_continues(
+        fault_server, fault_api, postgres_database):
+    api = fault_api
+    task = api.new_task()
+    with row_locked(postgres_database.url, task["id"]) as lock:
+        with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=fault_server.url, timeout=30) as http:
+            pending = pool.submit(Api(http, api.user, "A").toggle, task["id"])
+            lock.terminate(wait_until(lock.blocked, what="a blocked UPDATE"))
+            response = pending.result(timeout=20)
+    assert_unavailable(response)
+    assert api.get(task["id"]).json() == task  # the killed UPDATE did not commit
+    toggled = api.toggle(task["id"])
+    assert toggled.status_code == 200 and toggled.json()["completed"] is True
+    for n in range(POOL):  # every later request succeeds, whichever pooled connection it gets
+        assert api.update(task["id"], {"title": f"t{n}"}).status_code == 200
+        assert api.list().status_code == 200
+    assert "Traceback" not in fault_server.logs()
+
+
+def test_pool_exhausted_and_slow_statements_are_503_within_the_timeouts(
+        fault_server, fault_api, postgres_database):
+    """More requests than connections, each blocked on a row lock: the first POOL hold every
+    connection until STATEMENT_TIMEOUT cancels their UPDATE, the rest wait POOL_TIMEOUT for a
+    connection. All answer 503 in bounded time, nothing changes, and service resumes."""
+    api = fault_api
+    task = api.new_task()  # also stores the user, so each toggle needs one connection
+    extra = 10
+    with row_locked(postgres_database.url, task["id"]):
+        limits = httpx.Limits(max_connections=POOL + extra)
+        with httpx.Client(base_url=fault_server.url, timeout=STATEMENT_TIMEOUT + 5, limits=limits) as http:
+            caller = Api(http, api.user, "A")
+            with ThreadPoolExecutor(POOL + extra) as pool:
+                results = list(pool.map(lambda _: timed(lambda: caller.toggle(task["id"])),
+                                        range(POOL + extra)))
+    for response, _ in results:
+        assert_unavailable(response)
+    durations = sorted(elapsed for _, elapsed in results)
+    waited_for_pool, cancelled = durations[:extra], durations[extra:]
+    assert all(POOL_TIMEOUT - 0.5 < d < POOL_TIMEOUT + 3 for d in waited_for_pool), durations
+    assert all(STATEMENT_TIMEOUT - 0.5 < d < STATEMENT_TIMEOUT + 3 for d in cancelled), durations
+    assert api.get(task["id"]).json() == task
+    assert api.toggle(task["id"]).json()["completed"] is True
+    assert "Traceback" not in fault_server.logs()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+def test_postgres_stopped_and_started_under_load(cluster):
+    """`pg_ctl stop -m fast`, an outage, a start: requests meanwhile are 503 and quick, then
+    full service returns without restarting the app, and every acknowledged write is kept."""
+    server = AppServer(server_env(cluster.url(sslmode="require"))).start()
+    user = new_user()
+    log: list[tuple[float, float, str, int]] = []  # (started, elapsed, method, status)
+    created: list[int] = []
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            api = Api(http, user, "AB"[worker % 2])
+            n = 0
+            while not stop.is_set():
+                n += 1
+                method, call = [("POST", lambda: api.create({"title": f"w{worker}-{n}"})),
+                                ("GET", api.list)][n % 2]
+                started = time.monotonic()
+                response = call()
+                log.append((started, time.monotonic() - started, method, response.status_code))
+                if response.status_code == 201:
+                    created.append(response.json()["id"])
+                elif response.status_code != 200:
+                    assert_unavailable(response)
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            workers = [pool.submit(load, n) for n in range(4)]
+            time.sleep(1)
+            cluster.pause()
+            stopped = time.monotonic()
+            time.sleep(2)
+            resuming = time.monotonic()
+            cluster.resume()
+            restarted = time.monotonic()
+            time.sleep(4)
+            stop.set()
+            for worker in workers:
+                worker.result()
+        statuses = {status for *_, status in log}
+        assert statuses <= {200, 201, 503}, statuses
+        during = [s for started, _, _, s in log if stopped < started < resuming]
+        assert during and set(during) == {503}, during  # the outage was real and answered 503
+        assert max(elapsed for _, elapsed, _, _ in log) < CONNECT_TIMEOUT + 2
+        after = [s for started, _, _, s in log if started > restarted + 2]
+        assert after and set(after) <= {200, 201}, after  # full service, no restart
+        assert httpx.get(f"{server.url}/ready").status_code == 200
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            stored = {t["id"] for t in Api(http, user, "A").list().json()}
+        assert set(created) <= stored  # no acknowledged write was lost
+        assert server.process.poll() is None
+        assert "Traceback" not in server.logs()
+    finally:
+        stop.set()
+        server.stop()
+
+
+def refuses_connections(server: AppServer) -> bool:
+    try:
+        httpx.get(f"{server.url}/health", timeout=2)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+def test_sigterm_lets_in_flight_requests_finish(postgres_database):
+    server = AppServer(server_env(postgres_database.url)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            api = Api(http, new_user(), "A")
+            task = api.new_task()
+            in_flight = 3
+            with row_locked(postgres_database.url, task["id"]) as lock:
+                with ThreadPoolExecutor(in_flight) as pool:
+                    pending = [pool.submit(api.toggle, task["id"]) for _ in range(in_flight)]
+                    wait_until(lambda: len(lock.blocked()) == in_flight,
+                               what="all requests in flight")
+                    server.process.send_signal(signal.SIGTERM)
+                    wait_until(lambda: refuses_connections(server), what="new connections refused")
+                    assert server.process.poll() is None  # still waiting for the requests
+                    lock.release()  # the requests complete
+                    responses = [future.result(timeout=20) for future in pending]
+        assert [r.status_code for r in responses] == [200] * in_flight
+        assert sorted(r.json()["completed"] for r in responses) == [False, True, True]
+        server.process.wait(20)
+        assert "Finished server process" in server.logs()
+        assert "Traceback" not in server.logs()
+    finally:
+        server.stop()

@@ -1,0 +1,177 @@
+"""Property-based fuzzing of the live server (issue #4) with Hypothesis: no create or update
+body and no list query gets a 5xx; a rejected request changes nothing; whatever is accepted is
+stored as sent and reads back, alone and in every list order. Bounded: a few hundred requests
+per database."""
+
+import json
+from datetime import date, datetime, timedelta, timezone
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import Api, new_user
+from tests.test_validation import assert_problem
+
+FUZZ = settings(max_examples=80, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# Any character, lone surrogates and NUL included (json.dumps escapes them as \ud800, \u0000).
+any_text = st.text(st.characters(exclude_categories=()), max_size=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
+    max_leaves=6,
+)
+offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+date_strings = st.one_of(
+    st.dates().map(date.isoformat),
+    st.datetimes(timezones=st.none() | offsets).map(datetime.isoformat),
+    st.one_of(st.datetimes(max_value=datetime(1, 1, 1, 23, 59), timezones=offsets),  # the edges
+              st.datetimes(min_value=datetime(9999, 12, 31), timezones=offsets)).map(datetime.isoformat),
+    st.from_regex(r"\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,6})?)?)?(Z|[+-]\d\d:?\d\d)?",
+                  fullmatch=True),
+)
+# Values of the right type, edgy in content: any character but NUL and lone surrogates, lengths
+# up to and just past the limits, dates from year 1 to 9999 in any offset.
+text_chars = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+PLAUSIBLE = {
+    "title": st.text(text_chars, min_size=1, max_size=201),
+    "description": st.none() | st.text(text_chars, max_size=1001),
+    "due_date": st.none() | date_strings,
+    "completed": st.booleans(),
+}
+# Anything at all, including wrong types, NUL, lone surrogates and JSON structures.
+HOSTILE = {
+    "title": st.one_of(st.text(" \t\n", max_size=3), any_text, json_values),
+    "description": st.one_of(any_text, json_values),
+    "due_date": st.one_of(any_text, json_values),
+    "completed": json_values,
+}
+READ_ONLY = {field: date_strings | json_values for field in ("id", "user_id", "created_at", "updated_at")}
+bodies = st.one_of(
+    st.fixed_dictionaries({"title": PLAUSIBLE["title"]},
+                          optional={**{f: v for f, v in PLAUSIBLE.items() if f != "title"},
+                                    **READ_ONLY}),
+    st.fixed_dictionaries({}, optional=PLAUSIBLE),
+    st.fixed_dictionaries({}, optional={f: PLAUSIBLE[f] | HOSTILE[f] for f in PLAUSIBLE}),
+)
+LIST_VALUES = {"status": ["all", "pending", "completed"], "sort": ["created", "title", "due_date"],
+               "order": ["asc", "desc"]}
+queries = st.dictionaries(
+    st.sampled_from([*LIST_VALUES, "user_id"]) | st.text(max_size=8),
+    st.sampled_from([v for values in LIST_VALUES.values() for v in values]) | st.text(max_size=12),
+    max_size=4,
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz(server):
+    """One user for every example, on both databases; its tasks are deleted as they go."""
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield Api(http, new_user(), "A")
+
+
+# What Pydantic trims from a title: Unicode White_Space, which (unlike Python's str.isspace)
+# leaves out the information separators U+001C..U+001F.
+WHITE_SPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in "\x1c\x1d\x1e\x1f")
+
+
+def instant(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def assert_stored_as_sent(task: dict, body: dict, before: dict) -> None:
+    """Each member sent is applied as the README says; the others keep `before`'s value."""
+    expected = {**before}
+    for field in ("title", "description", "completed", "due_date"):
+        if field in body:
+            expected[field] = body[field].strip(WHITE_SPACE) if field == "title" else body[field]
+    for field in ("title", "description", "completed"):
+        assert task[field] == expected[field], field
+    if expected["due_date"] is None:
+        assert task["due_date"] is None
+    else:
+        assert instant(task["due_date"]) == instant(expected["due_date"])
+
+
+def assert_reads_back(api: Api, task: dict) -> None:
+    """The task reads back unchanged, alone and in every list order (no stored value breaks a
+    later read)."""
+    assert api.get(task["id"]).json() == task
+    for sort in LIST_VALUES["sort"]:
+        for order in LIST_VALUES["order"]:
+            listed = api.list(sort=sort, order=order)
+            assert listed.status_code == 200, listed.text
+            assert task in listed.json()
+
+
+def as_json(body: dict) -> dict:
+    """Request arguments sending `body` as JSON, NaN and Infinity included (httpx refuses them)."""
+    return {"content": json.dumps(body).encode(), "headers": {"Content-Type": "application/json"}}
+
+
+def assert_rejected(response: httpx.Response) -> None:
+    assert response.status_code < 500, response.text
+    assert_problem(response, response.status_code)
+    assert response.status_code == 400
+
+
+@FUZZ
+@given(body=bodies)
+def test_no_create_body_breaks_the_api(fuzz, body):
+    response = fuzz.create(**as_json(body))
+    event(f"create {response.status_code}")
+    if response.status_code != 201:
+        assert_rejected(response)
+        assert fuzz.list().json() == []
+        return
+    task = response.json()
+    assert_stored_as_sent(task, body, {"description": None, "completed": False, "due_date": None})
+    assert_reads_back(fuzz, task)
+    assert fuzz.delete(task["id"]).status_code == 204
+
+
+@FUZZ
+@given(body=bodies, method=st.sampled_from(["PUT", "PATCH"]))
+def test_no_update_body_breaks_the_api(fuzz, body, method):
+    task = fuzz.new_task(title="before", description="kept", due_date="2030-01-31")
+    response = fuzz.update(task["id"], method=method, **as_json(body))
+    event(f"update {response.status_code}")
+    if response.status_code != 200:
+        assert_rejected(response)
+        assert fuzz.get(task["id"]).json() == task
+    else:
+        updated = response.json()
+        assert_stored_as_sent(updated, body, task)
+        assert (updated["id"], updated["created_at"]) == (task["id"], task["created_at"])
+        assert_reads_back(fuzz, updated)
+    assert fuzz.delete(task["id"]).status_code == 204
+
+
+@pytest.fixture(scope="module")
+def listed(fuzz):
+    """Tasks in every state for the list fuzzing; removed afterwards."""
+    tasks = [fuzz.new_task(title=title, completed=done, due_date=due)
+             for title, done, due in [("b", False, "2030-01-02"), ("A", True, None),
+                                      ("a", False, "2029-12-31T23:00:00-02:00"), ("c", True, "2030-01-02")]]
+    yield tasks
+    for task in tasks:
+        fuzz.delete(task["id"])
+
+
+@FUZZ
+@given(params=queries)
+def test_no_list_query_breaks_the_api(fuzz, listed, params):
+    response = fuzz.request("GET", fuzz.path(), params=params)
+    event(f"list {response.status_code}")
+    if response.status_code != 200:
+        assert_rejected(response)
+        return
+    status = params.get("status", "all")
+    everything = fuzz.list().json()
+    expected = [t["id"] for t in everything if status in ("all", ("pending", "completed")[t["completed"]])]
+    assert len(everything) >= len(listed)
+    assert sorted(t["id"] for t in response.json()) == sorted(expected)

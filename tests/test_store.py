@@ -1,0 +1,84 @@
+"""The store's failure handling, in process: values PostgreSQL or psycopg2 refuses are the
+store's InvalidData, answered 400 problem details, never 500 (defence in depth: the live paths to
+these errors are closed by validation, test_validation.py); the dead-connection check at checkout
+works for any file descriptor."""
+
+import asyncio
+import os
+import resource
+import uuid
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from handlers.errors import EXCEPTION_HANDLERS
+from schemas.tasks import ListQuery, TaskCreate
+from store import InvalidData, Store
+from tests.test_server import wait_for_no_app_connections as wait_until_gone
+from tests.test_validation import assert_problem
+
+
+@pytest.fixture(scope="module")
+def pg_store(postgres_database):
+    store = Store(postgres_database.url)
+    store.create_tables()
+    yield store
+    store.dispose()
+
+
+@pytest.mark.parametrize("title", ["a\x00b", "a\ud800", "x" * 201],
+                         ids=["NUL", "lone surrogate", "longer than the column"])
+def test_values_postgresql_refuses_are_invalid_data(pg_store, title):
+    user_id = f"user-{uuid.uuid4().hex}"
+    pg_store.ensure_user(user_id, None, None)
+    unchecked = TaskCreate.model_construct(title=title, description=None, due_date=None,
+                                           completed=False)  # as if validation had let it by
+    with pytest.raises(InvalidData):
+        pg_store.create_task(user_id, unchecked)
+    with pytest.raises(InvalidData):
+        pg_store.update_task(user_id, 1, {"title": title})
+    assert pg_store.list_tasks(user_id, ListQuery()) == []  # nothing stored, pool still usable
+
+
+def test_invalid_data_is_400_problem_details():
+    async def refused(request):
+        raise InvalidData("A string literal cannot contain NUL (0x00) characters.")
+
+    app = Starlette(routes=[Route("/refused", refused)], exception_handlers=EXCEPTION_HANDLERS)
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/refused")
+
+    response = asyncio.run(get())
+    problem = assert_problem(response, 400)
+    assert "NUL" not in problem["detail"]  # the driver's wording stays in the log
+
+
+def test_dead_connection_check_works_past_1024_file_descriptors(postgres_database):
+    """The checkout check of pooled connections must not depend on select()'s FD_SETSIZE: a busy
+    worker (many client sockets, a raised `ulimit -n`) gets connection descriptors past 1023."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the open-file limit {hard} is too low to reach descriptor 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = []
+    try:
+        while not filler or filler[-1] < 1100:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        store = Store(postgres_database.url)
+        try:
+            store.ping()  # a new connection, now pooled, its socket past descriptor 1024
+            store.ping()  # its checkout checks that socket
+            assert postgres_database.terminate_connections() > 0
+            wait_until_gone(postgres_database)
+            store.ping()  # the killed connection is noticed and replaced
+        finally:
+            store.dispose()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
