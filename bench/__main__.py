@@ -6,11 +6,15 @@ create (and finally drop) the benchmark's own databases.
 
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
 
 from bench import costs, latency, machine, memory, report, roundtrips, scale, throughput, wrk
 from bench.config import NEEDS_WRK, Settings
 from tests.servers import PostgresDatabase
+
+
+FAILED = "section failed (traceback on stderr)"
 
 
 def _progress(message: str) -> None:
@@ -33,7 +37,12 @@ def run(settings: Settings) -> list[report.Section]:
         for name in settings.sections:
             _progress(f"{name} ...")
             started = time.monotonic()
-            sections.append(runners[name](database.url))
+            try:
+                sections.append(runners[name](database.url))
+            except Exception as error:  # one broken part must not lose the others' figures
+                traceback.print_exc()
+                sections.append(report.Section(rows=[
+                    report.Row(name, FAILED, repr(error)[:200], "runs", False)]))
             _progress(f"{name} done in {time.monotonic() - started:.0f} s")
     finally:
         database.drop()
@@ -59,7 +68,7 @@ def main() -> int:
         settings.output.write_text(report.document(
             when, facts, _parameters(settings, time.monotonic() - started), sections, previous))
         _progress(f"wrote {settings.output}")
-    return 0
+    return 1 if any(row.case == FAILED for row in rows) else 0  # a missed target is not a failure
 
 
 def _parameters(settings: Settings, seconds: float) -> str:

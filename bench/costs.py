@@ -61,9 +61,8 @@ def categorise(raw_profile: str) -> Counter:
     counts: Counter = Counter()
     for line in raw_profile.splitlines():
         stack, _, samples = line.rpartition(" ")
-        if not stack:
-            continue
-        counts[_category(stack.split(";"))] += int(samples)
+        if stack and samples.isdigit():  # skip anything that is not "frame;frame;... count"
+            counts[_category(stack.split(";"))] += int(samples)
     return counts
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import httpx
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
 
 from bench import harness, indexes
 from bench.config import Settings
@@ -196,7 +197,7 @@ def _measure(scale: Scale, settings: Settings) -> Section:
             f"{ms(big_lists_before[sort])}: {shape(before)}; with recommended indexes "
             f"{ms(big_lists_after[sort])}: {shape(after)}",
             "ordered index scan", ordered_by_index(before)))
-    return Section(rows=rows, details=[_method(settings, big_count, index_s)],
+    return Section(rows=rows, details=[_method(settings, big_count, index_s), _recommended()],
                    appendix=[_plans(scale.statements, plans_before, plans_after, big_count)])
 
 
@@ -210,6 +211,17 @@ def _method(settings: Settings, big_count: int, index_s: float) -> str:
         "completed only. The recommended indexes were then created in the benchmark's own "
         f"database only ({index_s:.1f} s including ANALYZE); store.py is unchanged."
     )
+
+
+def _recommended() -> str:
+    """The recommended indexes as store.py code and as the DDL PostgreSQL ran."""
+    return "\n".join([
+        "Recommended indexes (bench/indexes.py; not in store.py, which the benchmark does not "
+        "change). In store.py's `Task`:",
+        "", "```python", indexes.source().rstrip(), "```", "",
+        "On PostgreSQL that is:", "", "```sql", *(f"{line};" for line in indexes.ddl(
+            postgresql.dialect())), "```",
+    ])
 
 
 def _plans(statements: list[str], before: dict[str, list[str]], after: dict[str, list[str]],
