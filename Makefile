@@ -7,7 +7,7 @@ PORT ?= 8000
 
 HARNESS := tests/betterauth
 
-.PHONY: run test token smoke clean node-harness
+.PHONY: run test bench token smoke clean node-harness
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -18,6 +18,10 @@ $(BIN)/.installed: requirements.txt
 
 $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(BIN)/.installed-bench: $(BIN)/.installed requirements-bench.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
 # A first run gets a .env with a freshly generated secret; an existing .env is never touched.
@@ -40,6 +44,12 @@ node-harness:
 
 test: $(BIN)/.installed-dev node-harness
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmark against a local PostgreSQL (BENCH_DATABASE_URL; BENCH_QUICK=1 for a one-minute run);
+# prints the table and rewrites docs/performance.md. Not part of `make test` or CI.
+bench: $(BIN)/.installed-bench
+	@command -v wrk >/dev/null 2>&1 || { echo "make bench needs wrk: install it with apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench
 
 token: $(BIN)/.installed .env
 	@$(BIN)/python scripts/dev_token.py $(USER)

@@ -2,43 +2,15 @@
 PostgreSQL (TEST_DATABASE_URL), for both route families."""
 
 import os
-import secrets
-import time
-import uuid
-from dataclasses import dataclass
 
 import httpx
-import jwt
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests.servers import AppServer, PostgresDatabase
+from tests.users import SECRET, User, make_token, new_user  # noqa: F401 (re-exported)
 
-SECRET = secrets.token_urlsafe(48)
 FRONTEND = "http://localhost:3000"
-
-
-def make_token(claims: dict, secret: str = SECRET, lifetime: int = 600, **kwargs) -> str:
-    """An HS256 token with `claims` plus `exp` (unless `claims` sets it), like a Next.js route's."""
-    claims = {"exp": int(time.time()) + lifetime, "iat": int(time.time()), **claims}
-    return jwt.encode(claims, secret, algorithm=kwargs.pop("algorithm", "HS256"), **kwargs)
-
-
-@dataclass
-class User:
-    id: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-def new_user(**claims) -> User:
-    """A user never seen before, with a token carrying `sub`, `email` and `name` (overridable)."""
-    user_id = f"user-{uuid.uuid4().hex}"
-    claims = {"sub": user_id, "email": f"{user_id}@example.com", "name": "Test User", **claims}
-    return User(user_id, make_token(claims))
 
 
 @pytest.fixture(scope="session")

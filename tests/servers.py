@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -29,21 +30,25 @@ APP_VARIABLES = ("DATABASE_URL", "BETTER_AUTH_SECRET", "BETTER_AUTH_URL", "BETTE
 
 class AppServer:
     """`uvicorn app:app` in a child process on a free loopback port, run in `cwd`, configured by
-    `env` alone (the app's variables of the calling environment are left out)."""
+    `env` alone (the app's variables of the calling environment are left out). `app` names
+    another ASGI app and `args` adds uvicorn options (the benchmark's `--workers 2`)."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None, cwd: Path = ROOT) -> None:
+    def __init__(self, env: dict[str, str], port: int | None = None, cwd: Path = ROOT,
+                 app: str = "app:app", args: Sequence[str] = ()) -> None:
         inherited = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
         self.env = {**inherited, **env}
         self.cwd = cwd
+        self.app = app
+        self.args = list(args)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="todo-api-", suffix=".log", delete=False)
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "AppServer":
-        command = [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(ROOT)]
+        command = [sys.executable, "-m", "uvicorn", self.app, "--app-dir", str(ROOT)]
         self.process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(self.port)],
+            [*command, "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         if wait:
@@ -77,6 +82,18 @@ class AppServer:
         return Path(self.log.name).read_text(errors="replace")
 
 
+def run_sql(url: str, sql: str, params=None) -> list[tuple]:
+    """Run one statement on a new autocommit connection to `url`; its rows, if it returns any."""
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
 class PostgresDatabase:
     """A fresh database on the server of `admin_url`, dropped by `drop()`."""
 
@@ -87,14 +104,7 @@ class PostgresDatabase:
         self.url = make_url(admin_url).set(database=self.name).render_as_string(False)
 
     def _admin(self, sql: str, *params) -> list:
-        connection = psycopg2.connect(self.admin_url)
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                return cursor.fetchall() if cursor.description else []
-        finally:
-            connection.close()
+        return run_sql(self.admin_url, sql, params)
 
     def terminate_connections(self) -> int:
         """pg_terminate_backend on every connection to this database; returns how many."""

@@ -1,0 +1,4 @@
+"""`make bench`: the performance figures of docs/performance.md (issue #7).
+
+Run as `python -m bench` from the repository root; `bench.config` lists the parameters.
+"""
