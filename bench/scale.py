@@ -5,8 +5,8 @@ then a bulk load (`INSERT ... SELECT generate_series`, then ANALYZE) of `scale_t
 `scale_users` users plus one big user with `scale_big_user_tasks`, interleaved so every user's
 rows are spread over the whole table as years of use would leave them; the same medians for a
 ~100-task user and the big user, a page of 50 for each sort; EXPLAIN ANALYZE of the app's own
-list SQL (captured from `Store.list_tasks`) per sort; then the same after creating the
-recommended indexes (bench/indexes.py) in this database only.
+list SQL (captured from `Store.list_tasks`) per sort, which store.py's indexes should make an
+ordered index scan of one page.
 """
 
 import re
@@ -16,9 +16,8 @@ from collections.abc import Callable
 
 import httpx
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql
 
-from bench import harness, indexes
+from bench import harness
 from bench.config import Settings
 from bench.report import Row, Section, ms
 from schemas.tasks import ListQuery
@@ -169,15 +168,8 @@ def _measure(scale: Scale, settings: Settings) -> Section:
     bulk_count = scale.sql("SELECT count(*) FROM tasks WHERE user_id = %s", (bulk_id,))[0][0]
     total = scale.sql("SELECT count(*) FROM tasks")[0][0]
     full = scale.basics(bulk)
-    big_before, big_lists_before = scale.basics(big), scale.sorted_lists(big)
-    plans_before = scale.plans(BIG_USER)
-    started = time.perf_counter()
-    with Store(scale.database.url).engine.connect() as connection:
-        indexes.create(connection)
-    scale.sql("ANALYZE tasks")
-    index_s = time.perf_counter() - started
-    big_after, big_lists_after = scale.basics(big), scale.sorted_lists(big)
-    plans_after = scale.plans(BIG_USER)
+    big_basics, big_lists = scale.basics(big), scale.sorted_lists(big)
+    plans = scale.plans(BIG_USER)
 
     where = f"{total:,} tasks, {settings.scale_users + 1:,} users"
     rows = [Row("scale", "bulk load (INSERT ... SELECT generate_series; ANALYZE)",
@@ -188,48 +180,31 @@ def _measure(scale: Scale, settings: Settings) -> Section:
                         f"empty DB {ms(empty[name])}; {where} ({bulk_count} tasks) "
                         f"{ms(full[name])}"))
     for name, label in (("get", "get"), ("update", "update (PUT)")):
-        rows.append(Row("scale", f"{label}, user with {big_count:,} tasks",
-                        f"{ms(big_before[name])}; with recommended indexes {ms(big_after[name])}"))
+        rows.append(Row("scale", f"{label}, user with {big_count:,} tasks", ms(big_basics[name])))
     for sort in SORTS:
-        before, after = plans_before[sort], plans_after[sort]
         rows.append(Row(
             "scale", f"list ?sort={sort}&limit={PAGE}, user with {big_count:,} tasks",
-            f"{ms(big_lists_before[sort])}: {shape(before)}; with recommended indexes "
-            f"{ms(big_lists_after[sort])}: {shape(after)}",
-            "ordered index scan", ordered_by_index(before)))
-    return Section(rows=rows, details=[_method(settings, big_count, index_s), _recommended()],
-                   appendix=[_plans(scale.statements, plans_before, plans_after, big_count)])
+            f"{ms(big_lists[sort])}: {shape(plans[sort])}",
+            "ordered index scan", ordered_by_index(plans[sort])))
+    return Section(rows=rows, details=[_method(settings, big_count)],
+                   appendix=[_plans(scale.statements, plans, big_count)])
 
 
-def _method(settings: Settings, big_count: int, index_s: float) -> str:
+def _method(settings: Settings, big_count: int) -> str:
     return (
         f"Scale: medians of {settings.scale_requests} sequential requests (the sorted lists of the "
         f"big user: {max(5, settings.scale_requests // 2)}) straight to PostgreSQL (no proxy), "
         f"first page of {PAGE}. The bulk load interleaves the big user's {big_count:,} tasks with "
         f"the others' ({settings.scale_tasks:,} over {settings.scale_users:,} users), so each "
-        "user's rows are spread over the whole table. store.py indexes tasks on user_id and on "
-        "completed only. The recommended indexes were then created in the benchmark's own "
-        f"database only ({index_s:.1f} s including ANALYZE); store.py is unchanged."
+        "user's rows are spread over the whole table. The indexes are store.py's: one per list "
+        "sort, (user_id, sort key, id)."
     )
 
 
-def _recommended() -> str:
-    """The recommended indexes as store.py code and as the DDL PostgreSQL ran."""
-    return "\n".join([
-        "Recommended indexes (bench/indexes.py; not in store.py, which the benchmark does not "
-        "change). In store.py's `Task`:",
-        "", "```python", indexes.source().rstrip(), "```", "",
-        "On PostgreSQL that is:", "", "```sql", *(f"{line};" for line in indexes.ddl(
-            postgresql.dialect())), "```",
-    ])
-
-
-def _plans(statements: list[str], before: dict[str, list[str]], after: dict[str, list[str]],
-           big_count: int) -> str:
+def _plans(statements: list[str], plans: dict[str, list[str]], big_count: int) -> str:
     parts = [f"EXPLAIN (ANALYZE, BUFFERS) of the app's list query, first page of {PAGE}, for "
-             f"the user with {big_count:,} tasks: before (store.py's indexes) and after the "
-             "recommended indexes."]
+             f"the user with {big_count:,} tasks."]
     for sort, statement in zip(SORTS, statements):
         parts += [f"\n`sort={sort}`:\n", "```sql", statement.strip(), "```",
-                  "Before:", "```", *before[sort], "```", "After:", "```", *after[sort], "```"]
+                  "```", *plans[sort], "```"]
     return "\n".join(parts)

@@ -36,10 +36,8 @@ APP_LINE_ONLY = Config("our app, INFO --no-access-log (the app's own line only)"
                        args=("--no-access-log",))
 BASELINE = Config("baseline (bench/baseline.py: same SQL and engine, nothing else)",
                   app="bench.baseline:app", args=("--no-access-log",))
-POOL = Config("what-if: our app, pool = thread pool = 20 (bench/pool_variant.py)",
-              app="bench.pool_variant:app")
 TWO_WORKERS = Config("our app, --workers 2 (Procfile otherwise)", args=("--workers", "2"))
-CONFIGS = (PROCFILE, BASELINE, NO_LOGS, APP_LINE_ONLY, POOL, TWO_WORKERS)
+CONFIGS = (PROCFILE, BASELINE, NO_LOGS, APP_LINE_ONLY, TWO_WORKERS)
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ def measure(database_url: str, settings: Settings) -> Section:
                 runs[config] = run
     base = runs[BASELINE]
     rows = [Row("throughput", config.name, run.describe()) for config, run in runs.items()]
-    for config in (PROCFILE, NO_LOGS, POOL):
+    for config in (PROCFILE, NO_LOGS):
         ratio = runs[config].load.per_second / base.load.per_second
         cpu_ratio = base.cpu_ms_per_request / runs[config].cpu_ms_per_request
         rows.append(Row("throughput", f"ratio to baseline: {config.name.split(' (')[0]}",

@@ -3,12 +3,10 @@ sections that need wrk are left to `make bench` itself)."""
 
 import os
 import re
-import shutil
-import sqlite3
 import subprocess
 import sys
 
-from bench import indexes, report
+from bench import report
 from tests.servers import ROOT
 
 
@@ -27,7 +25,7 @@ def test_bench_runs_at_toy_sizes(postgres_admin_url, tmp_path):
     assert done.returncode == 0, done.stderr
     assert re.search(r"\| round trips \| list \(GET\) +\| 1 · 1 +\| 1 +\| yes", done.stdout)
     assert re.search(r"\| latency +\| GET /api/tasks/\{id\} .*; 5 ms: p50 \d+\.\d", done.stdout)
-    assert "Index Scan Backward using ix_tasks_user_created" in done.stdout  # after the indexes
+    assert "Index Scan Backward using ix_tasks_user_created" in done.stdout  # store.py's index
     document = output.read_text()
     assert "old figures" not in document and "hand-written notes" in document
     assert done.stdout.splitlines()[2] in document and "## Query plans" in document
@@ -38,24 +36,3 @@ def test_wrk_missing_is_explained(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "apt-get install wrk" in done.stderr
-
-
-def test_recommended_indexes_fit_store_py(tmp_path):
-    """The `__table_args__` docs/performance.md recommends, pasted into a copy of store.py,
-    creates every index on SQLite but the PostgreSQL-only one."""
-    shutil.copytree(ROOT / "schemas", tmp_path / "schemas")
-    source = (ROOT / "store.py").read_text()
-    table_args = indexes.source().split("    __table_args__ = ", 1)[1].split("\n    #", 1)[0]
-    patched = source.replace('    __table_args__ = {"sqlite_autoincrement": True}\n',
-                             f"    __table_args__ = {table_args}\n")
-    assert patched != source
-    patched = "from sqlalchemy import Index, column, func\n" + patched
-    (tmp_path / "store.py").write_text(patched)
-    database = tmp_path / "todo.db"
-    script = f"import store; store.Store('sqlite:///{database}').create_tables()"
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, timeout=60)
-    with sqlite3.connect(database) as connection:
-        names = {name for (name,) in connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'")}
-    expected = {index.name for index in indexes.recommended()} - {"ix_tasks_user_completed"}
-    assert expected <= names and "ix_tasks_user_completed" not in names
