@@ -4,7 +4,8 @@ Every query psycopg2 sends is one frontend message that the client then waits on
 Query ('Q'), or a Sync ('S') closing an extended-protocol batch. Counting those messages on the
 wire counts the client's round trips exactly, whatever the code above the driver does.
 `delay` seconds are added before each chunk the client sends, i.e. to every round trip, as a
-far database (Neon in another region) would.
+far database (Neon in another region) would. `cut()` makes the database unreachable (every
+connection dropped, new ones refused) until `restore()`, without touching the shared server.
 """
 
 import socket
@@ -18,7 +19,8 @@ GSS_REQUEST = 80877104
 
 
 class RoundTripProxy:
-    """Forwards 127.0.0.1:`port` to the PostgreSQL at `target`, counting round trips."""
+    """Forwards 127.0.0.1:`port` to the PostgreSQL at `target`, counting round trips; `cut()`
+    and `restore()` take the database away and give it back."""
 
     def __init__(self, target: tuple[str, int], delay: float = 0.0) -> None:
         self.target = target
@@ -26,6 +28,8 @@ class RoundTripProxy:
         self.round_trips = 0
         self.connections = 0
         self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._open = True
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -40,11 +44,20 @@ class RoundTripProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
+            if not self._open:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
             for sock in (client, upstream):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self.connections += 1
+                self._sockets.update((client, upstream))
             threading.Thread(target=self._from_client, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
 
@@ -92,7 +105,20 @@ class RoundTripProxy:
         finally:
             _close(source, sink)
 
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones, as a database gone away would."""
+        self._open = False
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        _close(*sockets)
+        for sock in sockets:
+            sock.close()
+
+    def restore(self) -> None:
+        self._open = True
+
     def close(self) -> None:
+        self.cut()
         self._listener.close()
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import SECRET, Api, new_user, rows, server_env
 from tests.servers import ROOT, AppServer
-from tests.tcp_proxy import TcpProxy
+from tests.pgwire import RoundTripProxy
 
 
 def start_failure(env: dict[str, str]) -> str:
@@ -178,7 +178,7 @@ def wait_for_no_app_connections(database, timeout: float = 10) -> None:
 def proxied_server(postgres_database):
     """A server whose PostgreSQL connections go through a proxy the test can cut."""
     target = make_url(postgres_database.url)
-    proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
+    proxy = RoundTripProxy((target.host or "127.0.0.1", target.port or 5432))
     url = target.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
     server = AppServer(server_env(url)).start()
     yield server, proxy
