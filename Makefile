@@ -47,7 +47,10 @@ test: $(BIN)/.installed-dev node-harness
 
 # Benchmark against a local PostgreSQL (BENCH_DATABASE_URL; BENCH_QUICK=1 for a one-minute run);
 # prints the table and rewrites docs/performance.md. Not part of `make test` or CI.
+# wrk (the load generator) comes from Debian's packages: installed here when running as root.
 bench: $(BIN)/.installed-bench
+	@command -v wrk >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	@command -v wrk >/dev/null 2>&1 || { echo "make bench needs wrk: install it with apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench
 

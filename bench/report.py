@@ -65,7 +65,7 @@ NO_ANALYSIS = "_No analysis has been written for these figures yet._"
 REPRODUCE = """## Reproduce
 
 ```sh
-apt-get install wrk            # once; make bench says so when it is missing
+# wrk comes from Debian's packages: make bench installs it when run as root
 make bench                     # about 8 minutes on 2 cores; prints the table, rewrites this file
 BENCH_QUICK=1 make bench       # about 1.5 minutes, small sizes (the figures are then rough)
 BENCH_DATABASE_URL=postgresql://user@host:5432/postgres make bench   # another server
