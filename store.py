@@ -5,6 +5,7 @@ another user's rows. Statements run in autocommit mode: each is its own transact
 costs one round trip, with no BEGIN or COMMIT around it. Nothing here knows about HTTP or tokens.
 """
 
+import functools
 import json
 import logging
 import select as select_module
@@ -14,7 +15,27 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from threading import Lock
 
-from sqlalchemy import Column, DateTime, Index, Text, and_, cast, column, inspect, text, case, event, exc, func, literal, not_, or_, tuple_
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    event,
+    exc,
+    func,
+    inspect,
+    not_,
+    or_,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -358,17 +379,13 @@ class Store:
         `query.sort` then id (both in the same direction, no-value rows last); with `after`
         (sort value, id) of the previous page's last task, only the tasks after it (keyset
         pagination: no task is skipped or repeated when others are added or deleted)."""
-        statement = select(*TASK_COLUMNS).where(Task.user_id == user_id)
-        if query.status != "all":
-            statement = statement.where(Task.completed == (query.status == "completed"))
-        key, nullable = SORT_KEYS[query.sort]
+        position = None if after is None else "tail" if after[0] is None else "value"
+        statement = _list_statement(query.status, query.sort, query.descending, position)
+        params = {"user_id": user_id, "limit": query.limit + 1}
         if after is not None:
-            statement = statement.where(_after(key, nullable, query.descending, *after))
-        direction = (lambda c: c.desc()) if query.descending else (lambda c: c.asc())
-        first = direction(key).nulls_last() if nullable else direction(key)
-        statement = statement.order_by(first, direction(Task.id)).limit(query.limit + 1)
+            params["after_value"], params["after_id"] = after
         with self._connect() as connection:
-            return [dict(row) for row in connection.execute(statement).mappings()]
+            return [dict(row) for row in connection.execute(statement, params).mappings()]
 
     def get_task(self, user_id: str, task_id: int) -> dict | None:
         """The user's task `task_id`, or None if it does not exist or belongs to someone else."""
@@ -520,15 +537,32 @@ SORT_KEYS = {  # sort name -> (column expression, may be NULL)
 }
 
 
-def _after(key, nullable: bool, descending: bool, value: object, last_id: int):
-    """Rows after (value, last_id) in the order (key, id), both descending or both ascending,
-    rows whose key is NULL last."""
+@functools.cache
+def _list_statement(status: str, sort: str, descending: bool, position: str | None):
+    """The list query of one shape, built once: parameters `user_id`, `limit`, and after a
+    cursor `after_id` (position "tail": the previous page ended among NULL keys) or also
+    `after_value` (position "value"). Building a statement costs more than running it."""
+    statement = select(*TASK_COLUMNS).where(Task.user_id == bindparam("user_id"))
+    if status != "all":
+        statement = statement.where(Task.completed == (status == "completed"))
+    key, nullable = SORT_KEYS[sort]
+    if position is not None:
+        statement = statement.where(_after(key, nullable, descending, position == "tail"))
+    direction = (lambda c: c.desc()) if descending else (lambda c: c.asc())
+    first = direction(key).nulls_last() if nullable else direction(key)
+    return statement.order_by(first, direction(Task.id)).limit(bindparam("limit"))
+
+
+def _after(key, nullable: bool, descending: bool, in_tail: bool):
+    """Rows after (:after_value, :after_id) in the order (key, id), both descending or both
+    ascending, rows whose key is NULL last; `in_tail`: the previous row's key was NULL."""
     later = (lambda a, b: a < b) if descending else (lambda a, b: a > b)
-    if value is None:  # already in the NULL tail, ordered by id alone
+    last_id = bindparam("after_id", type_=Integer())
+    if in_tail:  # already in the NULL tail, ordered by id alone
         return and_(key.is_(None), later(Task.id, last_id))
-    if isinstance(value, str):  # title: compare lower() on both sides, as the ORDER BY does
-        bound = func.lower(literal(value))
+    if key is SORT_KEYS["title"][0]:  # compare lower() on both sides, as the ORDER BY does
+        bound = func.lower(bindparam("after_value", type_=String()))
     else:
-        bound = literal(value, Task.created_at.type)
-    after = later(tuple_(key, Task.id), tuple_(bound, literal(last_id)))
+        bound = bindparam("after_value", type_=Task.created_at.type)
+    after = later(tuple_(key, Task.id), tuple_(bound, last_id))
     return or_(after, key.is_(None)) if nullable else after
