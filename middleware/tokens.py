@@ -5,6 +5,8 @@ The key source is chosen from the algorithm family in the token's header, and ea
 accepts only its own pinned algorithms, so a header can never pick the key or downgrade it.
 """
 
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -13,6 +15,8 @@ import jwt
 LEEWAY_SECONDS = 30
 USER_ID_CLAIMS = ("sub", "user_id", "userId", "id")  # SPEC.md: first present one wins
 MAX_CLAIM_LENGTH = 255
+VERIFIED_SECONDS = 60  # longest a verified token is trusted without checking it again
+VERIFIED_MAX = 4096  # verified tokens remembered per process
 
 
 class InvalidToken(Exception):
@@ -127,18 +131,39 @@ class JWKSVerifier:
 def make_verifier(secret: SecretVerifier | None, jwks: JWKSVerifier | None) -> Verifier:
     """The verifier over the configured key sources. The header's `alg` only routes the token:
     HS256 goes to the secret alone, the asymmetric algorithms to the JWKS alone, anything else
-    (`none`, HS512, ...) is invalid (RFC 8725 section 3.1)."""
+    (`none`, HS512, ...) is invalid (RFC 8725 section 3.1).
 
-    async def verify(token: str) -> Caller:
+    A token that verified is remembered (at most VERIFIED_MAX tokens) until its `exp` plus the
+    leeway, but never longer than VERIFIED_SECONDS, so a frontend's repeated bearer token costs
+    one check, not one per request. Rejected tokens are never remembered.
+    """
+    verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()  # event loop only
+
+    async def claims(token: str) -> dict:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
             raise InvalidToken(str(error)) from None
         algorithm = header.get("alg")
         if secret is not None and algorithm in SecretVerifier.algorithms:
-            return caller_from_claims(secret.claims(token))
+            return secret.claims(token)
         if jwks is not None and algorithm in JWKSVerifier.algorithms:
-            return caller_from_claims(await jwks.claims(token, header))
+            return await jwks.claims(token, header)
         raise InvalidToken(f"algorithm {algorithm!r} is not accepted")
+
+    async def verify(token: str) -> Caller:
+        now = time.time()
+        remembered = verified.get(token)
+        if remembered is not None and now < remembered[1]:
+            verified.move_to_end(token)
+            return remembered[0]
+        checked = await claims(token)
+        caller = caller_from_claims(checked)
+        until = min(float(checked["exp"]) + LEEWAY_SECONDS, now + VERIFIED_SECONDS)
+        verified[token] = (caller, until)
+        verified.move_to_end(token)
+        if len(verified) > VERIFIED_MAX:
+            verified.popitem(last=False)
+        return caller
 
     return verify

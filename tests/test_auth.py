@@ -244,3 +244,15 @@ def test_broken_jwks_is_503_never_500(tmp_path):
     finally:
         server.stop()
         jwks.close()
+
+
+def test_remembered_token_still_expires(client):
+    """Verified tokens are remembered, but never past `exp` plus the 30 s leeway."""
+    user = new_user()
+    token = make_token({"sub": user.id}, lifetime=-28)  # valid for 2 more seconds (leeway)
+    assert call(client, f"Bearer {token}").status_code == 200
+    assert call(client, f"Bearer {token}").status_code == 200  # remembered
+    time.sleep(2.5)
+    response = call(client, f"Bearer {token}")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == INVALID
