@@ -55,6 +55,15 @@ def server(database_url):
     app_server.stop()
 
 
+@pytest.fixture(scope="module")
+def postgres_server(postgres_database):
+    """The app on the session's PostgreSQL database, fresh for each test module (for tests that
+    kill its connections or read its log)."""
+    app_server = AppServer(server_env(postgres_database.url)).start()
+    yield app_server
+    app_server.stop()
+
+
 @pytest.fixture(scope="session")
 def db(database_url):
     """A direct SQLAlchemy engine on the server's database, for checking what is stored."""

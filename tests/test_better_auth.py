@@ -39,20 +39,24 @@ class Stack:
         self.database.drop()
 
 
+def running_stack(admin_url: str, alg: str):
+    """Yield a started Stack for `alg`, closing it afterwards (body of the stack fixtures)."""
+    require_node_harness()
+    built = Stack(admin_url, alg)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
 @pytest.fixture(scope="module", params=ALGORITHMS)
 def stack(request, postgres_admin_url):
-    require_node_harness()
-    built = Stack(postgres_admin_url, request.param)
-    yield built
-    built.close()
+    yield from running_stack(postgres_admin_url, request.param)
 
 
 @pytest.fixture(scope="module")
 def eddsa(postgres_admin_url):
-    require_node_harness()
-    built = Stack(postgres_admin_url, "EdDSA")
-    yield built
-    built.close()
+    yield from running_stack(postgres_admin_url, "EdDSA")
 
 
 def header_of(token: str) -> dict:
@@ -158,10 +162,7 @@ def forged_claims(stack: Stack, user_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def rs256(postgres_admin_url):
-    require_node_harness()
-    built = Stack(postgres_admin_url, "RS256")
-    yield built
-    built.close()
+    yield from running_stack(postgres_admin_url, "RS256")
 
 
 def test_hs256_signed_with_the_public_key_is_401(rs256):

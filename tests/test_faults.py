@@ -80,16 +80,9 @@ def wait_until(condition, timeout: float = 10, what: str = "condition"):
     raise AssertionError(f"{what} not reached in {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def fault_server(postgres_database):
-    server = AppServer(server_env(postgres_database.url)).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def fault_api(fault_server):
-    with httpx.Client(base_url=fault_server.url, timeout=30) as http:
+def fault_api(postgres_server):
+    with httpx.Client(base_url=postgres_server.url, timeout=30) as http:
         yield Api(http, new_user(), "A")
 
 
@@ -100,11 +93,11 @@ def timed(call):
 
 
 def test_backend_killed_mid_request_is_503_then_service_continues(
-        fault_server, fault_api, postgres_database):
+        postgres_server, fault_api, postgres_database):
     api = fault_api
     task = api.new_task()
     with row_locked(postgres_database.url, task["id"]) as lock:
-        with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=fault_server.url, timeout=30) as http:
+        with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=postgres_server.url, timeout=30) as http:
             pending = pool.submit(Api(http, api.user, "A").toggle, task["id"])
             lock.terminate(wait_until(lock.blocked, what="a blocked UPDATE"))
             response = pending.result(timeout=20)
@@ -115,11 +108,11 @@ def test_backend_killed_mid_request_is_503_then_service_continues(
     for n in range(POOL):  # every later request succeeds, whichever pooled connection it gets
         assert api.update(task["id"], {"title": f"t{n}"}).status_code == 200
         assert api.list().status_code == 200
-    assert "Traceback" not in fault_server.logs()
+    assert "Traceback" not in postgres_server.logs()
 
 
 def test_pool_exhausted_and_slow_statements_are_503_within_the_timeouts(
-        fault_server, fault_api, postgres_database):
+        postgres_server, fault_api, postgres_database):
     """More requests than connections, each blocked on a row lock: the first POOL hold every
     connection until STATEMENT_TIMEOUT cancels their UPDATE, the rest wait POOL_TIMEOUT for a
     connection. All answer 503 in bounded time, nothing changes, and service resumes."""
@@ -128,7 +121,7 @@ def test_pool_exhausted_and_slow_statements_are_503_within_the_timeouts(
     extra = 10
     with row_locked(postgres_database.url, task["id"]):
         limits = httpx.Limits(max_connections=POOL + extra)
-        with httpx.Client(base_url=fault_server.url, timeout=STATEMENT_TIMEOUT + 5, limits=limits) as http:
+        with httpx.Client(base_url=postgres_server.url, timeout=STATEMENT_TIMEOUT + 5, limits=limits) as http:
             caller = Api(http, api.user, "A")
             with ThreadPoolExecutor(POOL + extra) as pool:
                 results = list(pool.map(lambda _: timed(lambda: caller.toggle(task["id"])),
@@ -141,7 +134,7 @@ def test_pool_exhausted_and_slow_statements_are_503_within_the_timeouts(
     assert all(STATEMENT_TIMEOUT - 0.5 < d < STATEMENT_TIMEOUT + 3 for d in cancelled), durations
     assert api.get(task["id"]).json() == task
     assert api.toggle(task["id"]).json()["completed"] is True
-    assert "Traceback" not in fault_server.logs()
+    assert "Traceback" not in postgres_server.logs()
 
 
 @pytest.fixture(scope="module")

@@ -20,17 +20,10 @@ import sys
 import pytest
 import schemathesis
 
-from tests.conftest import User, new_user, server_env
-from tests.servers import ROOT, AppServer
+from tests.conftest import User, new_user
+from tests.servers import ROOT
 
 USER_IN_PATH = r"^/api/\{user_id\}/"  # family B; family A runs with /health and /ready
-
-
-@pytest.fixture(scope="module")
-def contract_server(postgres_database):
-    server = AppServer(server_env(postgres_database.url)).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -43,11 +36,11 @@ def api_user(monkeypatch) -> User:
 
 
 @pytest.fixture
-def api_schema(contract_server, api_user):
+def api_schema(postgres_server, api_user):
     """The live document as Schemathesis loads it, authenticated as `api_user`, whose id also
     fills `{user_id}`."""
     config = schemathesis.Config.from_path(ROOT / "schemathesis.toml")
-    return schemathesis.openapi.from_url(f"{contract_server.url}/openapi.json", config=config)
+    return schemathesis.openapi.from_url(f"{postgres_server.url}/openapi.json", config=config)
 
 
 family_a = schemathesis.pytest.from_fixture("api_schema").exclude(path_regex=USER_IN_PATH)
@@ -65,22 +58,22 @@ def test_api_user_tasks_keep_the_contract(case):
 
 
 @pytest.mark.parametrize("user_in_path", [False, True], ids=["api-tasks", "api-user-tasks"])
-def test_stateful_links_chain_real_calls(contract_server, api_user, user_in_path):
+def test_stateful_links_chain_real_calls(postgres_server, api_user, user_in_path):
     """`st run --phases stateful` (the CLI, as README.md shows it, with schemathesis.toml) follows
     the document's links from a created task to get, update, toggle and delete it. The CLI's
     engine, unlike Hypothesis' plain state machine runner, tolerates a server whose answers
     depend on earlier calls. The server's access log proves the chain reached real tasks: every
     operation on a task id succeeded at least once, which random ids would not."""
     selection = "--include-path-regex" if user_in_path else "--exclude-path-regex"
-    served_before = len(contract_server.logs())
+    served_before = len(postgres_server.logs())
     run = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{contract_server.url}/openapi.json",
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{postgres_server.url}/openapi.json",
          "--checks", "all", "--phases", "stateful", selection, USER_IN_PATH],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Stateful" in run.stdout and "No issues found" in run.stdout, run.stdout
-    served = contract_server.logs()[served_before:]
+    served = postgres_server.logs()[served_before:]
     task = re.escape(f"/api/{api_user.id}" if user_in_path else "/api") + r"/tasks/\d+"
     for method, suffix, status in [("GET", "", 200), ("PUT", "", 200), ("PATCH", "", 200),
                                    ("PATCH", "/complete", 200), ("DELETE", "", 204)]:

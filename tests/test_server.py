@@ -131,13 +131,6 @@ def test_tasks_persist_across_restart(postgres_database):
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def postgres_server(postgres_database):
-    server = AppServer(server_env(postgres_database.url)).start()
-    yield server
-    server.stop()
-
-
 def test_killed_idle_connections_give_no_error(postgres_server, postgres_database):
     """Pooled connections killed while idle (pg_terminate_backend, a server restart, an idle
     timeout) are noticed at checkout and replaced: no request, read or write, sees an error."""
