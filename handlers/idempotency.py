@@ -75,6 +75,14 @@ def task_location(request: Request, task_id: int) -> str:
     return f"{quote(request.scope['path'].rstrip('/'))}/{task_id}"
 
 
+def task_response(task: dict | None, status: int = 200, **headers: str) -> Response:
+    """A task (store row) as the JSON response, with its ETag; None is 404."""
+    if task is None:
+        raise ProblemError(404, "task not found")
+    body = TaskPublic.model_validate(task).model_dump_json().encode()
+    return Response(body, status, {"ETag": task_etag(task), **headers}, "application/json")
+
+
 def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
     if stored["fingerprint"] != fingerprint:
         raise ProblemError(422, "this Idempotency-Key was used for a different request")
@@ -84,8 +92,7 @@ def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
             headers={"Retry-After": "1"},
         )
     task = json.loads(stored["response"])
-    headers = {"Idempotent-Replayed": "true", "ETag": task_etag(task)}
+    headers = {"Idempotent-Replayed": "true"}
     if stored["status"] == 201:
         headers["Location"] = task_location(request, task["id"])
-    body = TaskPublic.model_validate(task).model_dump_json().encode()
-    return Response(body, stored["status"], headers, media_type="application/json")
+    return task_response(task, stored["status"], **headers)

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from handlers.cursors import Cursors
 from handlers.errors import ProblemError, invalid_input
-from handlers.idempotency import idempotent, task_location
+from handlers.idempotency import idempotent, task_location, task_response
 from schemas.problem import FieldError
 from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskUpdate, task_etag
 from store import Store, Versions
@@ -117,13 +117,6 @@ def _if_match(request: Request, task_id: int) -> Versions:
     return versions
 
 
-def _task_response(task: dict | None, status: int = 200, **headers: str) -> Response:
-    if task is None:
-        raise ProblemError(404, "task not found")
-    body = TaskPublic.model_validate(task).model_dump_json().encode()
-    return _json(body, status, {"ETag": task_etag(task), **headers})
-
-
 async def list_tasks(request: Request) -> Response:
     """GET .../tasks?status=&sort=&order=&limit=&cursor= -> 200, JSON array of tasks, with
     `Link: <...>; rel="next"` when more follow (RFC 8288) and an ETag of the page (304 for a
@@ -162,7 +155,7 @@ async def create_task(request: Request) -> Response:
 
     async def perform(key: str | None) -> Response:
         task = await _run(request, Store.create_task, data, key)
-        return _task_response(task, 201, Location=task_location(request, task["id"]))
+        return task_response(task, 201, Location=task_location(request, task["id"]))
 
     return await idempotent(request, data.model_dump_json(), perform)
 
@@ -173,7 +166,7 @@ async def get_task(request: Request) -> Response:
     task = await _run(request, Store.get_task, task_id)
     if task is not None and _not_modified(request, task_etag(task)):
         return Response(status_code=304, headers={"ETag": task_etag(task)})
-    return _task_response(task)
+    return task_response(task)
 
 
 async def update_task(request: Request) -> Response:
@@ -187,7 +180,7 @@ async def update_task(request: Request) -> Response:
     async def perform(key: str | None) -> Response:
         changes = data.changes()
         task = await _run(request, Store.update_task, task_id, changes, versions, key)
-        return _task_response(task)
+        return task_response(task)
 
     return await idempotent(request, data.model_dump_json(exclude_unset=True), perform)
 
@@ -199,7 +192,7 @@ async def toggle_task(request: Request) -> Response:
     versions = _if_match(request, task_id)
 
     async def perform(key: str | None) -> Response:
-        return _task_response(await _run(request, Store.toggle_task, task_id, versions, key))
+        return task_response(await _run(request, Store.toggle_task, task_id, versions, key))
 
     return await idempotent(request, "", perform)
 
