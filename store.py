@@ -40,9 +40,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateColumn, CreateIndex
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel, create_engine, delete, insert, select, update
 
-from schemas.tasks import ListQuery, TaskCreate
+from schemas.tasks import ListQuery, TaskCreate, as_utc
 
 log = logging.getLogger("todo.store")
 
@@ -68,8 +69,22 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class UTCTimestamp(TypeDecorator):
+    """A timestamp with time zone that reads back as an aware UTC datetime on both databases:
+    SQLite keeps no zone (its values are UTC, naive) and PostgreSQL answers in the session's
+    TimeZone, which a server or pooler may set to anything (SPEC.md: Data, times are UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, _dialect) -> datetime | None:
+        if value is None or value.tzinfo is timezone.utc:
+            return value
+        return as_utc(value)
+
+
 def _timestamp(**kwargs) -> Column:
-    return Column(DateTime(timezone=True), **kwargs)
+    return Column(UTCTimestamp(), **kwargs)
 
 
 class User(SQLModel, table=True):

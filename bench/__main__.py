@@ -9,7 +9,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 
-from bench import costs, latency, machine, memory, report, roundtrips, scale, throughput, wrk
+from bench import latency, machine, memory, report, roundtrips, scale, throughput, wrk
 from bench.config import NEEDS_WRK, Settings
 from tests.servers import PostgresDatabase
 
@@ -29,7 +29,6 @@ def run(settings: Settings) -> list[report.Section]:
         "throughput": lambda url: throughput.measure(url, settings),
         "memory": lambda url: memory.measure(url, settings),
         "scale": lambda _url: scale.measure(settings.database_url, settings),
-        "profile": lambda url: costs.measure(url, settings),
     }
     database = PostgresDatabase(settings.database_url)
     sections = []

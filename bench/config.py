@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("roundtrips", "latency", "throughput", "memory", "scale", "profile")
-NEEDS_WRK = {"throughput", "memory", "profile"}
+SECTIONS = ("roundtrips", "latency", "throughput", "memory", "scale")
+NEEDS_WRK = {"throughput", "memory"}
 
 QUICK = {
     "latency_requests": 40,
@@ -24,7 +24,6 @@ QUICK = {
     "scale_users": 200,
     "scale_big_user_tasks": 5_000,
     "scale_requests": 10,
-    "profile_seconds": 3,
 }
 
 
@@ -42,14 +41,13 @@ class Settings:
     wrk_seconds: int = 10  # measured duration of each wrk run
     wrk_warmup_seconds: int = 3  # unmeasured wrk run before it
     wrk_connections: int = 64
-    wrk_rounds: int = 2  # throughput runs of every configuration, interleaved; the best counts
+    wrk_rounds: int = 3  # throughput runs of every configuration, interleaved; the best counts
     memory_first_sample: int = 50_000  # requests before the first RSS sample
     memory_second_sample: int = 100_000  # ... and before the second
     scale_tasks: int = 1_000_000  # bulk tasks, spread over scale_users users
     scale_users: int = 10_000
     scale_big_user_tasks: int = 100_000  # tasks of the one big user (interleaved with the rest)
     scale_requests: int = 30  # requests per scale median
-    profile_seconds: int = 8  # py-spy sampling time per profiled server
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Settings":

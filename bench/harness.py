@@ -94,6 +94,12 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Run every thread of `pid` on `cpus` (threads it starts later inherit it)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), cpus)
+
+
 def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants (uvicorn's supervisor and its `--workers`)."""
     found, pending = [], [pid]

@@ -2,10 +2,15 @@
 
 Every server is `uvicorn <app> --host 127.0.0.1 --port N` as the Procfile runs it (uvicorn picks
 uvloop and httptools when installed, which uvicorn[standard] does), one worker unless stated,
-straight on PostgreSQL (no proxy). Each run: one checked request, `wrk_warmup_seconds` of
-unmeasured load, then `wrk_seconds` measured. Besides requests/s each run records the CPU time
-the server processes spent per request (less sensitive than requests/s to other load on the
-machine) and how many database connections the server opened while measured.
+straight on PostgreSQL (no proxy). A one-worker server runs on CPU 1 and wrk on CPU 0 (when there
+are two), so the two do not take turns on one core; PostgreSQL runs where the system puts it.
+Each run: one checked request, `wrk_warmup_seconds` of unmeasured load, then `wrk_seconds`
+measured. Besides requests/s each run records the CPU time the server processes spent per
+request (less sensitive than requests/s to other load on the machine) and how many database
+connections the server opened while measured.
+
+The ladder: the baseline wrapped in our app's own middleware, one layer more per rung
+(bench/baseline.py BENCH_LAYERS), then our app, so each piece of the contract shows its cost.
 """
 
 import os
@@ -19,6 +24,7 @@ from bench.report import Row, Section
 from tests.users import User
 
 TARGET_RATIO = 0.90
+SERVER_CPUS, LOAD_CPUS = ({1}, {0}) if (os.cpu_count() or 1) >= 2 else (None, None)
 
 
 @dataclass(frozen=True)
@@ -27,17 +33,29 @@ class Config:
     app: str = "app:app"
     log_level: str = "INFO"
     args: tuple[str, ...] = ()
+    layers: str = ""  # bench/baseline.py BENCH_LAYERS
+
+    @property
+    def workers(self) -> int:
+        return int(self.args[self.args.index("--workers") + 1]) if "--workers" in self.args else 1
 
 
-PROCFILE = Config("our app as the Procfile runs it (INFO: app line + uvicorn access line)")
-NO_LOGS = Config("our app, LOG_LEVEL=WARNING --no-access-log (no per-request lines)",
-                 log_level="WARNING", args=("--no-access-log",))
-APP_LINE_ONLY = Config("our app, INFO --no-access-log (the app's own line only)",
-                       args=("--no-access-log",))
-BASELINE = Config("baseline (bench/baseline.py: same SQL and engine, nothing else)",
-                  app="bench.baseline:app", args=("--no-access-log",))
+def _baseline(name: str, layers: str = "") -> Config:
+    return Config(name, app="bench.baseline:app", args=("--no-access-log",), layers=layers)
+
+
+BASELINE = _baseline("baseline (bench/baseline.py: same SQL and engine, nothing else)")
+LADDER = (
+    _baseline("baseline + bearer token check (AuthMiddleware)", "AuthMiddleware"),
+    _baseline("baseline + token check + request id and log line (RequestLogMiddleware)",
+              "AuthMiddleware,RequestLogMiddleware"),
+    _baseline("baseline + all our middleware (+ CORSMiddleware, InternalErrorMiddleware)",
+              "AuthMiddleware,RequestLogMiddleware,CORSMiddleware,InternalErrorMiddleware"),
+)
+PROCFILE = Config("our app as the Procfile runs it (one log line per request)")
+NO_LOGS = Config("our app, LOG_LEVEL=WARNING (no per-request line)", log_level="WARNING")
 TWO_WORKERS = Config("our app, --workers 2 (Procfile otherwise)", args=("--workers", "2"))
-CONFIGS = (PROCFILE, BASELINE, NO_LOGS, APP_LINE_ONLY, TWO_WORKERS)
+CONFIGS = (BASELINE, *LADDER, PROCFILE, NO_LOGS, TWO_WORKERS)
 
 
 @dataclass(frozen=True)
@@ -57,19 +75,26 @@ class Run:
 
 
 def _run(config: Config, database_url: str, owner: User, settings: Settings) -> Run:
-    env = harness.app_env(database_url, config.log_level, BENCH_USER_ID=owner.id)
+    env = harness.app_env(database_url, config.log_level, BENCH_USER_ID=owner.id,
+                          BENCH_LAYERS=config.layers)
+    pinned = config.workers == 1 and SERVER_CPUS is not None
+    load_cpus = LOAD_CPUS if pinned else None
     with harness.serving(env, app=config.app, args=config.args) as server:
+        if pinned:
+            harness.pin(server.process.pid, SERVER_CPUS)
         url = f"{server.url}/api/tasks"
         check = httpx.get(url, headers=owner.headers, timeout=30)
         check.raise_for_status()
         if len(check.json()) != settings.list_tasks:
             raise RuntimeError(f"{config.name}: listed {len(check.json())} tasks, "
                                f"not {settings.list_tasks}")
-        wrk.run(url, owner.headers, settings.wrk_warmup_seconds, settings.wrk_connections)
+        wrk.run(url, owner.headers, settings.wrk_warmup_seconds, settings.wrk_connections,
+                cpus=load_cpus)
         pids = harness.process_tree(server.process.pid)
         sessions, cpu = harness.database_sessions(database_url), harness.cpu_seconds(pids)
         log_size, load_average = os.path.getsize(server.log.name), os.getloadavg()[0]
-        result = wrk.run(url, owner.headers, settings.wrk_seconds, settings.wrk_connections)
+        result = wrk.run(url, owner.headers, settings.wrk_seconds, settings.wrk_connections,
+                         cpus=load_cpus)
         cpu = harness.cpu_seconds(pids) - cpu
         sessions = harness.database_sessions(database_url) - sessions - 1  # less our own
         log_bytes = os.path.getsize(server.log.name) - log_size
@@ -78,7 +103,7 @@ def _run(config: Config, database_url: str, owner: User, settings: Settings) -> 
 
 
 def measure(database_url: str, settings: Settings) -> Section:
-    """Requests/s of every configuration, and our app's share of the baseline's."""
+    """Requests/s of every configuration, and each one's share of the baseline's."""
     owner = harness.user()
     with harness.serving(harness.app_env(database_url)) as server, \
             httpx.Client(base_url=server.url, timeout=30) as http:
@@ -93,26 +118,29 @@ def measure(database_url: str, settings: Settings) -> Section:
                 runs[config] = run
     base = runs[BASELINE]
     rows = [Row("throughput", config.name, run.describe()) for config, run in runs.items()]
-    for config in (PROCFILE, NO_LOGS):
+    for config in (*LADDER, PROCFILE, NO_LOGS):
         ratio = runs[config].load.per_second / base.load.per_second
         cpu_ratio = base.cpu_ms_per_request / runs[config].cpu_ms_per_request
+        target = config is PROCFILE
         rows.append(Row("throughput", f"ratio to baseline: {config.name.split(' (')[0]}",
                         f"{ratio:.0%} of req/s ({cpu_ratio:.0%} by CPU per request)",
-                        f"≥ {TARGET_RATIO:.0%}", ratio >= TARGET_RATIO))
+                        f"≥ {TARGET_RATIO:.0%}" if target else "",
+                        ratio >= TARGET_RATIO if target else None))
     return Section(rows=rows, details=[_details(runs, rates, settings)])
 
 
 def _details(runs: dict[Config, Run], rates: dict[Config, list[float]], settings: Settings) -> str:
+    pinning = ("One-worker servers ran on CPU 1 and wrk on CPU 0; " if SERVER_CPUS else "")
     lines = [
         f"Throughput: `wrk -t1 -c{settings.wrk_connections} -d{settings.wrk_seconds}s --latency` "
         f"on `GET /api/tasks` returning {settings.list_tasks} tasks, after a "
-        f"{settings.wrk_warmup_seconds} s warm-up run; one uvicorn worker unless stated. Every "
-        f"configuration ran {settings.wrk_rounds} time(s), the rounds interleaved, on a fresh "
-        "server each; the best round counts (the machine is shared, so slower rounds mostly "
-        "measure other load). "
-        "CPU is user + system time of the server's processes during the measured run, divided by "
-        "its requests. New DB connections are `pg_stat_database.sessions` over the measured run. "
-        "The load average (1 min) before each run shows what else the machine was doing.",
+        f"{settings.wrk_warmup_seconds} s warm-up run; one uvicorn worker unless stated. "
+        f"{pinning}Every configuration ran {settings.wrk_rounds} time(s), the rounds "
+        "interleaved, on a fresh server each; the best round counts (the machine is shared, so "
+        "slower rounds mostly measure other load). CPU is user + system time of the server's "
+        "processes during the measured run, divided by its requests. New DB connections are "
+        "`pg_stat_database.sessions` over the measured run. The load average (1 min) before "
+        "each run shows what else the machine was doing.",
         "",
         "| configuration | req/s (best) | all rounds | p50 | p99 | CPU/request "
         "| new DB connections | log bytes/request | load avg |",

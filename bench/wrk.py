@@ -1,5 +1,6 @@
 """Load runs with wrk (Debian: `apt-get install wrk`), bounded in time, and their parsed output."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -32,14 +33,16 @@ def version() -> str:
 
 
 def run(url: str, headers: dict[str, str], seconds: int, connections: int,
-        threads: int = 1) -> WrkResult:
-    """`wrk` against `url` for `seconds` with `connections` keep-alive connections."""
+        threads: int = 1, cpus: set[int] | None = None) -> WrkResult:
+    """`wrk` against `url` for `seconds` with `connections` keep-alive connections, on `cpus`
+    (all by default)."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
                "--latency"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     completed = subprocess.run(command + [url], capture_output=True, text=True,
-                               timeout=seconds + 60, check=True)
+                               timeout=seconds + 60, check=True, preexec_fn=pin)
     return parse(completed.stdout)
 
 

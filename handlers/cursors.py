@@ -9,7 +9,7 @@ from datetime import datetime
 
 from itsdangerous import BadData, URLSafeSerializer
 
-from schemas.tasks import ListQuery, as_utc
+from schemas.tasks import ListQuery
 
 SORT_FIELDS = {
     "created": "created_at",
@@ -33,8 +33,8 @@ class Cursors:
     def encode(self, user_id: str, query: ListQuery, last: dict) -> str:
         """The cursor of the page that follows the task `last` (a store row)."""
         value = last[SORT_FIELDS[query.sort]]
-        if isinstance(value, datetime):
-            value = as_utc(value).isoformat()
+        if isinstance(value, datetime):  # UTC, as every stored time (store.UTCTimestamp)
+            value = value.isoformat()
         return self._serializer.dumps({"s": self._scope(user_id, query), "v": value, "i": last["id"]})
 
     def decode(self, cursor: str, user_id: str, query: ListQuery) -> tuple[object, int]:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.errors import ProblemError
-from schemas.tasks import TaskPublic, task_etag
+from schemas.tasks import TASK_JSON, TaskPublic, task_etag
 from store import DatabaseUnavailable, Store
 
 MAX_KEY_LENGTH = 255
@@ -76,10 +76,10 @@ def task_location(request: Request, task_id: int) -> str:
 
 
 def task_response(task: dict | None, status: int = 200, **headers: str) -> Response:
-    """A task (store row) as the JSON response, with its ETag; None is 404."""
+    """A task (store row: UTC datetimes) as the JSON response, with its ETag; None is 404."""
     if task is None:
         raise ProblemError(404, "task not found")
-    body = TaskPublic.model_validate(task).model_dump_json().encode()
+    body = TASK_JSON.dump_json(task)
     return Response(body, status, {"ETag": task_etag(task), **headers}, "application/json")
 
 
@@ -91,7 +91,8 @@ def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
             409, "a request with this Idempotency-Key is still in progress",
             headers={"Retry-After": "1"},
         )
-    task = json.loads(stored["response"])
+    row = json.loads(stored["response"])  # times as ISO text, any offset: parsed back to UTC
+    task = {**row, **TaskPublic.model_validate(row).model_dump()}
     headers = {"Idempotent-Replayed": "true"}
     if stored["status"] == 201:
         headers["Location"] = task_location(request, task["id"])

@@ -1,13 +1,17 @@
 """Request id, one log line per request, and the last-resort 500 (SPEC.md: Operations).
 
-Pure ASGI. The line carries method, path (never the query string or headers, so never a token),
-status, duration in milliseconds and the request id, which is also sent back in `X-Request-ID`.
+Pure ASGI, two layers: `RequestLogMiddleware` is the outermost one, so every request has its
+line, CORS preflights that CORSMiddleware answers itself included; `InternalErrorMiddleware` sits
+inside CORSMiddleware, so the 500 it makes of an unhandled exception still carries the CORS
+headers a browser needs to let the frontend read it. The line carries method, path (never the
+query string or headers, so never a token), status, duration in milliseconds and the request
+id, which is also sent back in `X-Request-ID`.
 """
 
 import logging
 import re
+import secrets
 import time
-import uuid
 
 from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
@@ -25,7 +29,7 @@ def _request_id(scope: Scope) -> str:
             candidate = value.decode("latin-1")
             if _CLIENT_REQUEST_ID.fullmatch(candidate):
                 return candidate
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def _printable(path: str) -> str:
@@ -35,8 +39,9 @@ def _printable(path: str) -> str:
 
 
 class RequestLogMiddleware:
-    """Logs each HTTP request and turns an unhandled exception into a 500 problem response
-    that names the request id (the traceback goes to the log, never to the client)."""
+    """Gives each HTTP request an id (the client's `X-Request-ID` if it is 1-64 characters of
+    `A-Za-z0-9._-`, else 32 random hex digits), sends it back in `X-Request-ID` and logs one
+    INFO line when the request ends (status 0: no response was started)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -48,26 +53,49 @@ class RequestLogMiddleware:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        status = 0  # 0: no response started yet
+        status = 0
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled error, request_id=%s", request_id)
-            if status:  # the response had started; the client sees it cut short
-                raise
-            problem = Problem.of(500, "internal error", request_id=request_id)
-            await Response(problem.body(), 500, media_type=PROBLEM_JSON)(scope, receive, send_with_id)
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
             log.info(
                 "%s %s %d %.1fms request_id=%s",
                 scope["method"], _printable(scope["path"]), status, elapsed_ms, request_id,
             )
+
+
+class InternalErrorMiddleware:
+    """Turns an unhandled exception into a 500 problem response that names the request id
+    (set by RequestLogMiddleware); the traceback goes to the log, never to the client. A
+    response already started is cut short instead (the exception propagates)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if scope["type"] != "http":
+                raise
+            request_id = scope.get("state", {}).get("request_id")
+            log.exception("unhandled error, request_id=%s", request_id)
+            if started:
+                raise
+            problem = Problem.of(500, "internal error", request_id=request_id)
+            await Response(problem.body(), 500, media_type=PROBLEM_JSON)(scope, receive, send)

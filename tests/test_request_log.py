@@ -1,12 +1,17 @@
 """The last-resort error boundary: an unexpected exception is a 500 problem with a request id
 and no trace for the client (SPEC.md: Validation and errors)."""
 
+import importlib
 import logging
+import sys
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
 
-from middleware.request_log import RequestLogMiddleware
+from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware
+from tests.conftest import FRONTEND
 
 
 async def broken_app(scope, receive, send):
@@ -15,7 +20,8 @@ async def broken_app(scope, receive, send):
 
 @pytest.mark.anyio
 async def test_unhandled_exception_is_500_problem_with_request_id(caplog):
-    transport = httpx.ASGITransport(app=RequestLogMiddleware(broken_app))
+    app = RequestLogMiddleware(InternalErrorMiddleware(broken_app))
+    transport = httpx.ASGITransport(app=app)
     with caplog.at_level(logging.INFO, logger="todo.request"):
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             response = await client.get("/api/tasks", headers={"X-Request-ID": "req-123"})
@@ -33,18 +39,48 @@ def anyio_backend():
     return "asyncio"
 
 
-def test_every_middleware_is_pure_asgi(monkeypatch, tmp_path):
+@pytest.fixture
+def configured_app(monkeypatch, tmp_path) -> Starlette:
+    """app.py's application, imported afresh for a SQLite file in `tmp_path`."""
+    monkeypatch.setenv("BETTER_AUTH_SECRET", "s" * 48)
+    monkeypatch.setenv("BETTER_AUTH_URL", FRONTEND)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/todo.db")
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    return importlib.import_module("app").app
+
+
+@pytest.mark.anyio
+async def test_app_stack_logs_every_request_and_its_500_carries_cors(configured_app, caplog):
+    """In app.py's middleware order a CORS preflight that CORSMiddleware answers itself is
+    logged too, and a 500 made of an unhandled exception carries the CORS headers a browser
+    needs to show it to the frontend."""
+    app = Starlette(routes=[Route("/boom", broken_endpoint)],
+                    middleware=configured_app.user_middleware)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    with caplog.at_level(logging.INFO, logger="todo.request"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            boom = await client.get("/boom", headers={"Origin": FRONTEND})
+            preflight = await client.options("/api/tasks", headers={
+                "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    assert boom.status_code == 500
+    assert boom.headers["access-control-allow-origin"] == FRONTEND
+    assert boom.json()["request_id"] == boom.headers["x-request-id"]
+    assert preflight.status_code == 400
+    lines = [r.getMessage() for r in caplog.records if r.name == "todo.request"]
+    assert any(line.startswith("GET /boom 500 ") for line in lines), lines
+    assert any(line.startswith("OPTIONS /api/tasks 400 ") for line in lines), lines
+
+
+async def broken_endpoint(request):
+    raise RuntimeError("secret internals")
+
+
+def test_every_middleware_is_pure_asgi(configured_app):
     """No BaseHTTPMiddleware (SPEC.md: pure ASGI): it runs the rest of the app in a separate
     task behind a re-wrapped response stream, so context does not propagate back and a failure
     or a client disconnect is seen late."""
-    import importlib
-    import sys
-
     from starlette.middleware.base import BaseHTTPMiddleware
 
-    monkeypatch.setenv("BETTER_AUTH_SECRET", "s" * 48)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/todo.db")
-    monkeypatch.delitem(sys.modules, "app", raising=False)
-    app = importlib.import_module("app").app
+    app = configured_app
     classes = [entry.cls for entry in app.user_middleware]
     assert classes and not any(issubclass(cls, BaseHTTPMiddleware) for cls in classes), classes

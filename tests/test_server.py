@@ -66,6 +66,8 @@ def test_one_log_line_per_request_without_tokens(server):
     assert len(lines) == 1
     assert "GET /api/tasks 200" in lines[0]
     assert "ms" in lines[0]
+    assert "todo.request GET /api/tasks 400 " in logs
+    assert ' HTTP/1.1" ' not in logs  # no uvicorn access line repeating ours (app.py)
     assert user.token not in logs
     assert user.token.split(".")[1] not in logs
     assert SECRET not in logs
