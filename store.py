@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from threading import Lock
+from threading import Lock, local
 
 from sqlalchemy import (
     Column,
@@ -251,6 +251,7 @@ class Store:
         self.engine = make_engine(url)
         self._known: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
         self._known_lock = Lock()
+        self._pending = local()  # .user: claims to upsert with this thread's next statement
 
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
@@ -304,22 +305,70 @@ class Store:
         Skipped when this process already stored the same claims. If another user already holds
         `email` (unique), the user is stored without it rather than failing the request.
         """
-        with self._known_lock:
-            if self._known.get(user_id, ()) == (email, name):
-                self._known.move_to_end(user_id)
-                return
+        if not self._knows(user_id, email, name):
+            with self._connect() as connection:
+                self._store_user(connection, user_id, email, name)
+
+    @contextmanager
+    def acting_for(self, user_id: str, email: str | None, name: str | None) -> Iterator[None]:
+        """A block of queries for this user, whose row must exist (SPEC.md: users are created on
+        the first authenticated call). A user this process has not yet stored with these claims
+        is upserted as `ensure_user` does; on PostgreSQL the upsert travels inside the block's
+        first statement (a data-modifying CTE) instead of costing a round trip of its own."""
+        if self.engine.dialect.name != "postgresql":
+            self.ensure_user(user_id, email, name)
+            yield
+            return
+        if not self._knows(user_id, email, name):
+            self._pending.user = (user_id, email, name)
         try:
-            self._upsert_user(user_id, email, name, with_email=True)
+            yield
+        finally:
+            self._pending.user = None
+
+    def _execute(self, connection: Connection, statement, params: dict | None = None):
+        """`connection.execute(statement, params)`, carrying the upsert `acting_for` left pending.
+
+        If the combined statement breaks a constraint (another user holds the email), none of it
+        happened: the user is stored as `ensure_user` stores it, then the statement runs alone.
+        """
+        claims = getattr(self._pending, "user", None)
+        if claims is None:
+            return connection.execute(statement, params)
+        self._pending.user = None
+        upsert = self._user_upsert(*claims, with_email=True).cte("caller_user")
+        try:
+            result = connection.execute(statement.add_cte(upsert), params)
+        except exc.IntegrityError:
+            self._store_user(connection, *claims)
+            return connection.execute(statement, params)
+        self._remember(*claims)
+        return result
+
+    def _store_user(self, connection: Connection, user_id: str, email: str | None,
+                    name: str | None) -> None:
+        try:
+            connection.execute(self._user_upsert(user_id, email, name, with_email=True))
         except exc.IntegrityError:
             log.warning("email of user %s is held by another user; stored without it", user_id)
-            self._upsert_user(user_id, email, name, with_email=False)
+            connection.execute(self._user_upsert(user_id, email, name, with_email=False))
+        self._remember(user_id, email, name)
+
+    def _knows(self, user_id: str, email: str | None, name: str | None) -> bool:
+        with self._known_lock:
+            if self._known.get(user_id, ()) != (email, name):
+                return False
+            self._known.move_to_end(user_id)
+            return True
+
+    def _remember(self, user_id: str, email: str | None, name: str | None) -> None:
         with self._known_lock:
             self._known[user_id] = (email, name)
             self._known.move_to_end(user_id)
             if len(self._known) > KNOWN_USERS_MAX:
                 self._known.popitem(last=False)
 
-    def _upsert_user(self, user_id: str, email: str | None, name: str | None, with_email: bool):
+    def _user_upsert(self, user_id: str, email: str | None, name: str | None, with_email: bool):
         dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         statement = dialect_insert(User).values(
             id=user_id, email=email if with_email else None, name=name, created_at=_now()
@@ -330,11 +379,9 @@ class Store:
         if with_email:
             changed |= User.email.is_distinct_from(fresh.email)
             refresh["email"] = fresh.email
-        statement = statement.on_conflict_do_update(
+        return statement.on_conflict_do_update(
             index_elements=[User.id], set_=refresh, where=changed
         )
-        with self._connect() as connection:
-            connection.execute(statement)
 
     # idempotency keys
 
@@ -400,13 +447,13 @@ class Store:
         if after is not None:
             params["after_value"], params["after_id"] = after
         with self._connect() as connection:
-            return [dict(row) for row in connection.execute(statement, params).mappings()]
+            return [dict(row) for row in self._execute(connection, statement, params).mappings()]
 
     def get_task(self, user_id: str, task_id: int) -> dict | None:
         """The user's task `task_id`, or None if it does not exist or belongs to someone else."""
         statement = select(*TASK_COLUMNS).where(Task.id == task_id, Task.user_id == user_id)
         with self._connect() as connection:
-            row = connection.execute(statement).mappings().first()
+            row = self._execute(connection, statement).mappings().first()
         return dict(row) if row else None
 
     def create_task(self, user_id: str, data: TaskCreate, key: str | None = None) -> dict:
@@ -466,7 +513,7 @@ class Store:
         Raises VersionMismatch as `_change` does."""
         statement = delete(Task).where(*_owned(user_id, task_id, versions))
         with self._connect() as connection:
-            if connection.execute(statement).rowcount == 1:
+            if self._execute(connection, statement).rowcount == 1:
                 return True
         return self._check_versions(self.get_task(user_id, task_id), versions) is not None
 
@@ -503,7 +550,7 @@ class Store:
         (a data-modifying CTE, so still one round trip), on SQLite right after it."""
         with self._connect() as connection:
             if key is None or self.engine.dialect.name != "postgresql":
-                row = connection.execute(statement).mappings().first()
+                row = self._execute(connection, statement).mappings().first()
                 if row and key is not None:
                     connection.execute(_record_response(user_id, key, status, _row_json(row)))
             else:
@@ -514,7 +561,7 @@ class Store:
                     .where(written.c.id.is_not(None))
                     .returning(*written.c)
                 )
-                row = connection.execute(record).mappings().first()
+                row = self._execute(connection, record).mappings().first()
         return dict(row) if row else None
 
     @staticmethod

@@ -39,14 +39,13 @@ def _task_id(request: Request) -> int:
 
 async def _run(request: Request, query: Callable, *args):
     """Run `query(store, user_id, *args)` in the thread pool for the authenticated caller,
-    after creating or refreshing the caller's user row (SPEC.md: users are created on the
-    first authenticated call)."""
+    whose user row it creates or refreshes (Store.acting_for)."""
     caller = request.state.user
     store: Store = request.app.state.store
 
     def work():
-        store.ensure_user(caller.id, caller.email, caller.name)
-        return query(store, caller.id, *args)
+        with store.acting_for(caller.id, caller.email, caller.name):
+            return query(store, caller.id, *args)
 
     return await run_in_threadpool(work)
 
