@@ -130,7 +130,7 @@ def measure(database_url: str, settings: Settings) -> Section:
 
 
 def _details(runs: dict[Config, Run], rates: dict[Config, list[float]], settings: Settings) -> str:
-    pinning = ("One-worker servers ran on CPU 1 and wrk on CPU 0; " if SERVER_CPUS else "")
+    pinning = ("One-worker servers ran on CPU 1 and wrk on CPU 0. " if SERVER_CPUS else "")
     lines = [
         f"Throughput: `wrk -t1 -c{settings.wrk_connections} -d{settings.wrk_seconds}s --latency` "
         f"on `GET /api/tasks` returning {settings.list_tasks} tasks, after a "
