@@ -451,24 +451,19 @@ class Store:
 
     def get_task(self, user_id: str, task_id: int) -> dict | None:
         """The user's task `task_id`, or None if it does not exist or belongs to someone else."""
-        statement = select(*TASK_COLUMNS).where(Task.id == task_id, Task.user_id == user_id)
+        params = _owned(user_id, task_id, None)
         with self._connect() as connection:
-            row = self._execute(connection, statement).mappings().first()
+            row = self._execute(connection, _select_statement(False), params).mappings().first()
         return dict(row) if row else None
 
     def create_task(self, user_id: str, data: TaskCreate, key: str | None = None) -> dict:
         """Insert a task for the user and return it (INSERT ... RETURNING); with `key`, a
         claimed Idempotency-Key, the task is also stored as the key's response."""
         now = _now()
-        statement = (
-            insert(Task)
-            .values(
-                user_id=user_id, created_at=now, updated_at=now, version=1,
-                completed_at=now if data.completed else None, **data.model_dump(),
-            )
-            .returning(*TASK_COLUMNS)
-        )
-        return self._write(user_id, statement, key, 201)
+        values = {"user_id": user_id, "completed_at": now if data.completed else None,
+                  **data.model_dump()}
+        params = {"now": now, **{f"new_{name}": value for name, value in values.items()}}
+        return self._write(user_id, _insert_statement(), params, key, 201)
 
     def update_task(
         self,
@@ -482,75 +477,56 @@ class Store:
 
         `completed_at` follows `completed`: set when the task becomes completed, kept while it
         stays so, cleared when it is reopened. An empty `changes` changes nothing, not even
-        `updated_at`. For `versions` and `key`, see `_change`.
+        `updated_at`. For `versions` and `key`, see `_apply`.
         """
+        params = _owned(user_id, task_id, versions)
         if not changes:
-            statement = select(*TASK_COLUMNS).where(*_owned(user_id, task_id, versions))
-            return self._apply(user_id, task_id, statement, versions, key)
-        now = _now()
-        values = {**changes, "updated_at": now}
-        if "completed" in values:
-            values["completed_at"] = (
-                case((Task.completed, Task.completed_at), else_=now) if values["completed"] else None
-            )
-        return self._change(user_id, task_id, values, versions, key)
+            statement = _select_statement("versions" in params)
+            return self._apply(user_id, task_id, statement, params, key)
+        params["now"] = _now()
+        params.update({f"new_{name}": value for name, value in changes.items()})
+        statement = _update_statement(
+            frozenset(changes), changes.get("completed"), "versions" in params
+        )
+        return self._apply(user_id, task_id, statement, params, key)
 
     def toggle_task(
         self, user_id: str, task_id: int, versions: Versions = None, key: str | None = None
     ) -> dict | None:
         """Flip `completed` atomically in the database, so concurrent toggles all count."""
-        now = _now()
-        values = {
-            "completed": not_(Task.completed),
-            "completed_at": case((Task.completed, None), else_=now),
-            "updated_at": now,
-        }
-        return self._change(user_id, task_id, values, versions, key)
+        params = {**_owned(user_id, task_id, versions), "now": _now()}
+        statement = _toggle_statement("versions" in params)
+        return self._apply(user_id, task_id, statement, params, key)
 
     def delete_task(self, user_id: str, task_id: int, versions: Versions = None) -> bool:
         """Delete the user's task; False if it does not exist or belongs to someone else.
 
         Raises VersionMismatch as `_change` does."""
-        statement = delete(Task).where(*_owned(user_id, task_id, versions))
+        params = _owned(user_id, task_id, versions)
         with self._connect() as connection:
-            if self._execute(connection, statement).rowcount == 1:
+            statement = _delete_statement("versions" in params)
+            if self._execute(connection, statement, params).rowcount == 1:
                 return True
         return self._check_versions(self.get_task(user_id, task_id), versions) is not None
 
-    def _change(
-        self, user_id: str, task_id: int, values: dict, versions: Versions, key: str | None
-    ) -> dict | None:
-        """One UPDATE ... RETURNING of the user's task setting `values` (which include
-        `updated_at`) and bumping `version`.
-
-        `versions` (from If-Match) is None for no condition, "*" for any version, or the list
-        of acceptable versions: if the task exists at another version, nothing changes and
-        VersionMismatch carries the current task. With `key`, a claimed Idempotency-Key, the
-        changed task is also stored as the key's response.
-        """
-        statement = (
-            update(Task)
-            .where(*_owned(user_id, task_id, versions))
-            .values({**values, "version": Task.version + 1})
-            .returning(*TASK_COLUMNS)
-        )
-        return self._apply(user_id, task_id, statement, versions, key)
-
-    def _apply(self, user_id: str, task_id: int, statement, versions: Versions, key: str | None):
-        """Run `statement` (the task's row or nothing) via `_write`; when it matched nothing
-        under If-Match, tell a missing task (None) from a changed one (VersionMismatch)."""
-        row = self._write(user_id, statement, key, 200)
-        if row is not None or versions is None:
+    def _apply(self, user_id: str, task_id: int, statement, params: dict, key: str | None):
+        """Run `statement` (the task's row or nothing) via `_write`. With If-Match (`versions`
+        in `params`: `_owned`) and no row, tell a missing task (None) from one at another
+        version (VersionMismatch, with the task as it is now). With `key`, a claimed
+        Idempotency-Key, the row is also stored as the key's response."""
+        row = self._write(user_id, statement, params, key, 200)
+        if row is not None or "versions" not in params:
             return row
-        return self._check_versions(self.get_task(user_id, task_id), versions)
+        return self._check_versions(self.get_task(user_id, task_id), params["versions"])
 
-    def _write(self, user_id: str, statement, key: str | None, status: int) -> dict | None:
+    def _write(self, user_id: str, statement, params: dict, key: str | None, status: int
+               ) -> dict | None:
         """Run a task INSERT or UPDATE ... RETURNING; with `key`, also record the row it
         returns as that Idempotency-Key's response: on PostgreSQL in the same statement
         (a data-modifying CTE, so still one round trip), on SQLite right after it."""
         with self._connect() as connection:
             if key is None or self.engine.dialect.name != "postgresql":
-                row = self._execute(connection, statement).mappings().first()
+                row = self._execute(connection, statement, params).mappings().first()
                 if row and key is not None:
                     connection.execute(_record_response(user_id, key, status, _row_json(row)))
             else:
@@ -561,7 +537,7 @@ class Store:
                     .where(written.c.id.is_not(None))
                     .returning(*written.c)
                 )
-                row = self._execute(connection, record).mappings().first()
+                row = self._execute(connection, record, params).mappings().first()
         return dict(row) if row else None
 
     @staticmethod
@@ -583,11 +559,84 @@ def _row_json(row) -> str:
     return json.dumps(dict(row), default=lambda value: value.isoformat())
 
 
-def _owned(user_id: str, task_id: int, versions: Versions) -> list:
-    conditions = [Task.id == task_id, Task.user_id == user_id]
+def _owned(user_id: str, task_id: int, versions: Versions) -> dict:
+    """Parameters of `_where_owned`: the task, its user, and the versions If-Match accepts
+    (none for no condition or "*")."""
+    params = {"task_id": task_id, "owner_id": user_id}
     if versions not in (None, "*"):
-        conditions.append(Task.version.in_(versions))
+        params["versions"] = list(versions)
+    return params
+
+
+def _where_owned(conditional: bool) -> list:
+    conditions = [Task.id == bindparam("task_id"), Task.user_id == bindparam("owner_id")]
+    if conditional:
+        conditions.append(Task.version.in_(bindparam("versions", expanding=True)))
     return conditions
+
+
+def _new(name: str):
+    """The bound parameter of a value written to column `name` (SET/VALUES reserve the bare
+    column names for SQLAlchemy's own parameters)."""
+    return bindparam(f"new_{name}", type_=Task.__table__.c[name].type)
+
+
+# Write statements, each shape built once with bound parameters, as the list's are
+# (_list_statement): building one costs more than a round trip to a near database.
+
+_NOW = bindparam("now", type_=UTCTimestamp())
+
+
+@functools.cache
+def _select_statement(conditional: bool):
+    return select(*TASK_COLUMNS).where(*_where_owned(conditional))
+
+
+@functools.cache
+def _delete_statement(conditional: bool):
+    return delete(Task).where(*_where_owned(conditional))
+
+
+@functools.cache
+def _insert_statement():
+    """INSERT of a new task: parameters `now` and `new_<column>` (Store.create_task)."""
+    written = ("user_id", "title", "description", "due_date", "completed", "completed_at")
+    values = {name: _new(name) for name in written}
+    return (
+        insert(Task)
+        .values(**values, created_at=_NOW, updated_at=_NOW, version=1)
+        .returning(*TASK_COLUMNS)
+    )
+
+
+@functools.cache
+def _update_statement(columns: frozenset, completing: bool | None, conditional: bool):
+    """UPDATE of the `columns` a client sent (parameters `new_<column>`), `updated_at` to
+    `now` and `version` + 1. `completed_at` follows `completing` (the `completed` sent): set
+    when the task becomes completed, kept while it stays so, cleared when it is reopened."""
+    values = {name: _new(name) for name in columns}
+    if completing is not None:
+        values["completed_at"] = (
+            case((Task.completed, Task.completed_at), else_=_NOW) if completing else None
+        )
+    return _changing(values, conditional)
+
+
+@functools.cache
+def _toggle_statement(conditional: bool):
+    """UPDATE flipping `completed` in the database, so concurrent toggles all count."""
+    values = {"completed": not_(Task.completed),
+              "completed_at": case((Task.completed, None), else_=_NOW)}
+    return _changing(values, conditional)
+
+
+def _changing(values: dict, conditional: bool):
+    return (
+        update(Task)
+        .where(*_where_owned(conditional))
+        .values({**values, "updated_at": _NOW, "version": Task.version + 1})
+        .returning(*TASK_COLUMNS)
+    )
 
 
 SORT_KEYS = {  # sort name -> (column expression, may be NULL)
