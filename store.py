@@ -501,7 +501,7 @@ class Store:
     def delete_task(self, user_id: str, task_id: int, versions: Versions = None) -> bool:
         """Delete the user's task; False if it does not exist or belongs to someone else.
 
-        Raises VersionMismatch as `_change` does."""
+        Raises VersionMismatch as `_apply` does."""
         params = _owned(user_id, task_id, versions)
         with self._connect() as connection:
             statement = _delete_statement("versions" in params)
