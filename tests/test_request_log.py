@@ -1,5 +1,6 @@
-"""The last-resort error boundary: an unexpected exception is a 500 problem with a request id
-and no trace for the client (SPEC.md: Validation and errors)."""
+"""The request log and the last-resort error boundary: an unexpected exception is a 500 problem
+with a request id and no trace for the client (SPEC.md: Validation and errors), and every request
+has its log line (SPEC.md: Operations)."""
 
 import importlib
 import logging
