@@ -252,6 +252,8 @@ class Store:
         self._known: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
         self._known_lock = Lock()
         self._pending = local()  # .user: claims to upsert with this thread's next statement
+        # INSERT with ON CONFLICT, in the engine's dialect
+        self._insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
 
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
@@ -369,8 +371,7 @@ class Store:
                 self._known.popitem(last=False)
 
     def _user_upsert(self, user_id: str, email: str | None, name: str | None, with_email: bool):
-        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        statement = dialect_insert(User).values(
+        statement = self._insert(User).values(
             id=user_id, email=email if with_email else None, name=name, created_at=_now()
         )
         fresh = statement.excluded
@@ -390,8 +391,7 @@ class Store:
         request that never finished), else the stored row {fingerprint, status, response}
         (`status` None: the first request is still running; `response` the task row as JSON)."""
         now = _now()
-        dialect_insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        claim = dialect_insert(IdempotencyKey).values(
+        claim = self._insert(IdempotencyKey).values(
             user_id=user_id, key=key, fingerprint=fingerprint, created_at=now
         )
         retake = or_(
@@ -507,7 +507,7 @@ class Store:
             statement = _delete_statement("versions" in params)
             if self._execute(connection, statement, params).rowcount == 1:
                 return True
-        return self._check_versions(self.get_task(user_id, task_id), versions) is not None
+        return self._unmatched(user_id, task_id, params) is not None
 
     def _apply(self, user_id: str, task_id: int, statement, params: dict, key: str | None):
         """Run `statement` (the task's row or nothing) via `_write`. With If-Match (`versions`
@@ -515,9 +515,18 @@ class Store:
         version (VersionMismatch, with the task as it is now). With `key`, a claimed
         Idempotency-Key, the row is also stored as the key's response."""
         row = self._write(user_id, statement, params, key, 200)
-        if row is not None or "versions" not in params:
-            return row
-        return self._check_versions(self.get_task(user_id, task_id), params["versions"])
+        return row if row is not None else self._unmatched(user_id, task_id, params)
+
+    def _unmatched(self, user_id: str, task_id: int, params: dict) -> dict | None:
+        """Why a write of task `task_id` matched no row: None when the task is missing (all a
+        miss can mean without If-Match, so no second statement then); under If-Match a read
+        tells a missing task (None) from one at another version (VersionMismatch)."""
+        if "versions" not in params:
+            return None
+        task = self.get_task(user_id, task_id)
+        if task is not None and task["version"] not in params["versions"]:
+            raise VersionMismatch(task)
+        return task
 
     def _write(self, user_id: str, statement, params: dict, key: str | None, status: int
                ) -> dict | None:
@@ -539,12 +548,6 @@ class Store:
                 )
                 row = self._execute(connection, record, params).mappings().first()
         return dict(row) if row else None
-
-    @staticmethod
-    def _check_versions(task: dict | None, versions: Versions) -> dict | None:
-        if task is not None and versions not in (None, "*") and task["version"] not in versions:
-            raise VersionMismatch(task)
-        return task
 
 
 def _record_response(user_id: str, key: str, status: int, response):
