@@ -92,8 +92,11 @@ def test_a_new_users_first_request_stores_the_user_without_a_round_trip_of_its_o
     assert response.status_code in (200, 201, 404) and count == expected, (response, count)
     stored = run_sql(postgres_database.url, "SELECT email FROM users WHERE id = %s", (user.id,))
     assert stored == [(f"{user.id}@example.com",)]
+    assert any("INSERT INTO users" in sql for sql in proxy.queries), proxy.queries
     _, again = trips(proxy, call)
-    assert again <= expected  # remembered: no upsert at all now
+    assert again == expected
+    # remembered: no upsert at all now
+    assert not any("INSERT INTO users" in sql for sql in proxy.queries), proxy.queries
 
 
 def test_rejected_requests_cost_no_round_trip(counted):
