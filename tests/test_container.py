@@ -144,8 +144,8 @@ def test_image_is_small_runs_as_non_root_and_holds_no_secret(stack, base_images)
     assert added < 150
     assert stack.inspect("api")["Config"]["User"] == "app:app"
     assert stack.exec("api", "id", "-u").stdout.strip() != "0"
-    # exec form: PID 1 is uvicorn itself, so SIGTERM reaches it.
-    assert "uvicorn" in stack.exec("api", "cat", "/proc/1/cmdline").stdout
+    # exec form: PID 1 is uvicorn itself (not a shell that would swallow SIGTERM).
+    assert stack.exec("api", "cat", "/proc/1/comm").stdout.strip() == "uvicorn"
     listing = stack.exec("api", "ls", "-a", "/app").stdout.split()
     assert ".env" not in listing and "tests" not in listing and ".git" not in listing
     assert "app.py" in listing
@@ -187,8 +187,8 @@ def test_stop_is_graceful(stack):
     started = time.monotonic()
     stack.compose("stop")
     assert time.monotonic() - started < 10
-    # 0 or 143 (SIGTERM) is a clean shutdown; 137 would be the engine's SIGKILL after the timeout.
-    assert stack.inspect("api")["State"]["ExitCode"] in (0, 143)
+    # uvicorn exits 0 after a graceful shutdown; 137 would be the engine's SIGKILL after 10 s.
+    assert stack.inspect("api")["State"]["ExitCode"] == 0
     assert stack.inspect("db")["State"]["ExitCode"] == 0
 
 
@@ -210,7 +210,7 @@ def test_image_honours_port(stack):
         started = time.monotonic()
         docker("stop", container)
         assert time.monotonic() - started < 10
-        assert docker("inspect", "-f", "{{.State.ExitCode}}", container).stdout.strip() in ("0", "143")
+        assert docker("inspect", "-f", "{{.State.ExitCode}}", container).stdout.strip() == "0"
     finally:
         docker("rm", "-f", container, check=False)
 
