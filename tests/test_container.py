@@ -55,16 +55,20 @@ def base_images(engine) -> tuple[str, str]:
 
 
 class Stack:
-    """compose.yaml brought up by `engine` in `directory` (a copy of the checkout) under a
-    project name of its own, with `env` as the whole environment."""
+    """A compose `file` brought up by `engine` in `directory` (a copy of the checkout) under a
+    project name of its own, with `env` (plus `extra`) as the whole environment."""
 
-    def __init__(self, engine: Engine, directory: Path, env: dict[str, str], secret: str):
-        self.engine, self.directory, self.env, self.secret = engine, directory, env, secret
-        self.project = env["COMPOSE_PROJECT_NAME"]
-        self.url = f"http://127.0.0.1:{env['API_PORT']}"
+    def __init__(self, engine: Engine, directory: Path, env: dict[str, str], secret: str,
+                 file: str = "compose.yaml", **extra: str):
+        self.engine, self.directory, self.secret, self.file = engine, directory, secret, file
+        self.env = {**env, "COMPOSE_PROJECT_NAME": f"todotest{uuid.uuid4().hex[:8]}",
+                    "API_PORT": str(free_port()), **extra}
+        self.project = self.env["COMPOSE_PROJECT_NAME"]
+        self.url = f"http://127.0.0.1:{self.env['API_PORT']}"
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        return run(*self.engine.compose, *args, cwd=self.directory, env=self.env, timeout=timeout, check=check)
+        return run(*self.engine.compose, "-f", self.file, *args, cwd=self.directory, env=self.env,
+                   timeout=timeout, check=check)
 
     def inspect(self, service: str) -> dict:
         """`docker inspect` of the service's (single) container, running or exited."""
@@ -92,7 +96,7 @@ class Stack:
         pytest.fail(f"the API did not become healthy: {state}\n{logs.stdout}{logs.stderr}")
 
     def psql(self, sql: str) -> str:
-        return self.exec("db", "psql", "-U", "todo", "-d", "todo", "-tAc", sql).stdout.strip()
+        return psql(self.inspect("db")["Id"], "todo", sql)
 
     def token(self, user_id: str) -> str:
         return make_token({"sub": user_id, "email": f"{user_id}@example.com"}, secret=self.secret)
@@ -110,25 +114,47 @@ def checkout_copy(target: Path) -> Path:
     return target
 
 
+def psql(container: str, user: str, sql: str) -> str:
+    """One statement through psql inside a PostgreSQL container; its unaligned output."""
+    return docker("exec", container, "psql", "-U", user, "-d", "todo", "-tAc", sql).stdout.strip()
+
+
+def wait_for_postgres(container: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while docker("exec", container, "pg_isready", "-q", "-h", "127.0.0.1", check=False).returncode != 0:
+        assert time.monotonic() < deadline, docker("logs", container, check=False).stderr
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
-def stack(engine, base_images, tmp_path_factory):
-    python_image, postgres_image = base_images
+def clone(engine, base_images, tmp_path_factory) -> tuple[Path, dict[str, str], str]:
+    """A copy of the checkout with a .env holding a fresh secret (compose reads it, as in a
+    user's clone; the image must not contain it), the environment to run compose in (the app's
+    and compose's variables of the calling environment left out), and the secret."""
     directory = checkout_copy(tmp_path_factory.mktemp("clone"))
     secret = secrets.token_urlsafe(48)
-    # Compose reads .env for the secret, as a user's clone would; the image must not contain it.
     (directory / ".env").write_text(f"BETTER_AUTH_SECRET={secret}\n")
     outside = {name: value for name, value in os.environ.items()
                if name not in APP_VARIABLES + COMPOSE_VARIABLES and not name.startswith("COMPOSE_")}
-    env = {**outside, "COMPOSE_PROJECT_NAME": f"todotest{uuid.uuid4().hex[:8]}",
-           "PYTHON_IMAGE": python_image, "POSTGRES_IMAGE": postgres_image,
-           "POSTGRES_PASSWORD": secrets.token_hex(16), "API_PORT": str(free_port()), "API_IMAGE": API_IMAGE}
-    stack = Stack(engine, directory, env, secret)
+    env = {**outside, "PYTHON_IMAGE": base_images[0], "POSTGRES_IMAGE": base_images[1], "API_IMAGE": API_IMAGE}
+    return directory, env, secret
+
+
+@pytest.fixture(scope="module")
+def api_image(engine, clone) -> str:
+    """The API's image, built by compose from the clone's Dockerfile on the python stand-in."""
     previous = docker("image", "inspect", "-f", "{{.Id}}", API_IMAGE, check=False).stdout.strip()
     started = time.monotonic()
-    stack.compose("build")
+    Stack(engine, *clone).compose("build", "api")
     print(f"image built in {time.monotonic() - started:.0f} s")
     if previous and previous != docker("image", "inspect", "-f", "{{.Id}}", API_IMAGE).stdout.strip():
         docker("image", "rm", previous, check=False)  # the last run's image, now untagged
+    return API_IMAGE
+
+
+@pytest.fixture(scope="module")
+def stack(engine, clone, api_image):
+    stack = Stack(engine, *clone, POSTGRES_PASSWORD=secrets.token_hex(16))
     try:
         stack.up()
         yield stack
@@ -136,9 +162,9 @@ def stack(engine, base_images, tmp_path_factory):
         stack.compose("down", "-v", "--remove-orphans", check=False)
 
 
-def test_image_is_small_runs_as_non_root_and_holds_no_secret(stack, base_images):
+def test_image_is_small_runs_as_non_root_and_holds_no_secret(stack, base_images, api_image):
     size, base = (docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip()
-                  for tag in (API_IMAGE, base_images[0]))
+                  for tag in (api_image, base_images[0]))
     added = (int(size) - int(base)) / 1e6
     print(f"image {int(size) / 1e6:.0f} MB: base {int(base) / 1e6:.0f} MB + the project's {added:.0f} MB")
     assert added < 150
@@ -192,12 +218,12 @@ def test_stop_is_graceful(stack):
     assert stack.inspect("db")["State"]["ExitCode"] == 0
 
 
-def test_image_honours_port(stack):
+def test_image_honours_port(stack, api_image):
     """The image alone, as a platform runs it, with PORT set: its HEALTHCHECK follows PORT, and
     without DATABASE_URL it serves the embedded SQLite file in /data."""
     host_port = free_port()
     container = docker("run", "-d", "-e", "PORT=9123", "-e", f"BETTER_AUTH_SECRET={stack.secret}",
-                       "-p", f"127.0.0.1:{host_port}:9123", API_IMAGE).stdout.strip()
+                       "-p", f"127.0.0.1:{host_port}:9123", api_image).stdout.strip()
     try:
         deadline = time.monotonic() + 90
         while docker("inspect", "-f", "{{.State.Health.Status}}", container).stdout.strip() != "healthy":
@@ -215,14 +241,28 @@ def test_image_honours_port(stack):
         docker("rm", "-f", container, check=False)
 
 
-def test_neon_file_runs_the_api_alone_on_database_url(engine):
-    neon = "postgresql://alice:secret@ep-x-pooler.eu-central-1.aws.neon.tech/todo?sslmode=require&channel_binding=require"
-    env = {**os.environ, "DATABASE_URL": neon, "BETTER_AUTH_SECRET": "s" * 40}
-    config = [*engine.compose, "-f", "compose.neon.yaml", "config"]
-    assert run(*config, "--services", cwd=ROOT, env=env).stdout.split() == ["migrate", "api"]
-    assert run(*config, cwd=ROOT, env=env).stdout.count(f"DATABASE_URL: {neon}") == 2
-    del env["DATABASE_URL"]
-    missing = run(*config, cwd=ROOT, env=env, check=False)
+def test_neon_file_runs_the_api_alone_on_database_url(engine, clone, base_images, api_image):
+    """compose.neon.yaml on an outside PostgreSQL (a container of its own, reached through the
+    engine's gateway as a hosted database would be through the internet)."""
+    gateway = docker("network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
+    port, password = free_port(), secrets.token_hex(16)
+    database = docker("run", "-d", "-e", "POSTGRES_USER=alice", "-e", f"POSTGRES_PASSWORD={password}",
+                      "-e", "POSTGRES_DB=todo", "-p", f"{gateway}:{port}:5432", base_images[1]).stdout.strip()
+    stack = Stack(engine, *clone, file="compose.neon.yaml",
+                  DATABASE_URL=f"postgresql://alice:{password}@{gateway}:{port}/todo")
+    try:
+        assert stack.compose("config", "--services").stdout.split() == ["migrate", "api"]
+        wait_for_postgres(database)
+        stack.up()
+        user = f"neon-{uuid.uuid4().hex}"
+        headers = {"Authorization": f"Bearer {stack.token(user)}"}
+        assert httpx.post(f"{stack.url}/api/tasks", json={"title": "t"}, headers=headers).status_code == 201
+        assert psql(database, "alice", f"SELECT count(*) FROM tasks WHERE user_id = '{user}'") == "1"
+    finally:
+        stack.compose("down", "-v", check=False)
+        docker("rm", "-f", "-v", database, check=False)
+    del stack.env["DATABASE_URL"]
+    missing = stack.compose("config", check=False)
     assert missing.returncode != 0 and "DATABASE_URL" in missing.stderr
 
 
