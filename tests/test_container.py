@@ -128,12 +128,13 @@ def wait_for_postgres(container: str, timeout: float = 120) -> None:
 
 @pytest.fixture(scope="module")
 def clone(engine, base_images, tmp_path_factory) -> tuple[Path, dict[str, str], str]:
-    """A copy of the checkout with a .env holding a fresh secret (compose reads it, as in a
-    user's clone; the image must not contain it), the environment to run compose in (the app's
-    and compose's variables of the calling environment left out), and the secret."""
+    """A copy of the checkout with the .env that `make .env` makes from .env.example (compose
+    reads it, as in a user's clone; the image must not contain it), the environment to run
+    compose in (the app's and compose's variables of the calling environment left out), and the
+    secret that .env holds."""
     directory = checkout_copy(tmp_path_factory.mktemp("clone"))
-    secret = secrets.token_urlsafe(48)
-    (directory / ".env").write_text(f"BETTER_AUTH_SECRET={secret}\n")
+    run("make", "--no-print-directory", ".env", cwd=directory)
+    secret = re.search(r"^BETTER_AUTH_SECRET=(.+)$", (directory / ".env").read_text(), re.M).group(1)
     outside = {name: value for name, value in os.environ.items()
                if name not in APP_VARIABLES + COMPOSE_VARIABLES and not name.startswith("COMPOSE_")}
     env = {**outside, "PYTHON_IMAGE": base_images[0], "POSTGRES_IMAGE": base_images[1], "API_IMAGE": API_IMAGE}
