@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
+from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
@@ -77,7 +78,7 @@ def check(connection: Connection) -> None:
 def _known(revision: str) -> bool:
     try:
         return ScriptDirectory.from_config(config()).get_revision(revision) is not None
-    except ResolutionError:
+    except (CommandError, ResolutionError):
         return False
 
 

@@ -3,7 +3,8 @@
 - The database is DATABASE_URL, as for the app (default `sqlite:///./todo.db`, relative to the
   working directory); a Neon `-pooler` host is replaced by its direct host, because a session
   lock means nothing through a transaction-mode pooler (Neon: "Connection pooling").
-- One run at a time: on PostgreSQL a session advisory lock is held for the whole run; on SQLite
+- One run at a time: on PostgreSQL a session advisory lock is held for the whole run (a second
+  run polls for it); on SQLite
   the whole run is one `BEGIN IMMEDIATE` transaction (the file's write lock). A second run
   waits, then finds the schema at head and does nothing.
 - On PostgreSQL there is no `statement_timeout` (an index build on a big table takes as long as
@@ -32,6 +33,7 @@ import store
 ADVISORY_LOCK = 7_303_016_911  # pg_advisory_lock key of a migration run (any bigint, fixed)
 LOCK_TIMEOUT = "2s"
 LOCK_ATTEMPTS = 5
+LOCK_POLL_SECONDS = 0.5  # how often a waiting run tries the advisory lock
 SQLITE_WAIT_SECONDS = 600  # how long a run waits for another run's write lock on SQLite
 FIRST_REVISION = "0001"
 
@@ -85,15 +87,32 @@ def run_sqlite(url: str) -> None:
         context.run_migrations()
 
 
+def wait_for_advisory_lock(connection: Connection) -> None:
+    """Take the run's advisory lock, polling outside any transaction: a run blocked inside
+    pg_advisory_lock() would hold a snapshot that the other run's CREATE INDEX CONCURRENTLY
+    waits for, a deadlock (PostgreSQL documentation: CREATE INDEX, Building Indexes
+    Concurrently)."""
+    waited = False
+    while True:
+        taken = connection.exec_driver_sql(
+            f"SELECT pg_try_advisory_lock({ADVISORY_LOCK})").scalar()
+        connection.commit()
+        if taken:
+            return
+        if not waited:
+            log.info("another migration run holds the lock: waiting for it to finish")
+            waited = True
+        time.sleep(LOCK_POLL_SECONDS)
+
+
 def run_postgresql(url: str) -> None:
     engine = create_engine(url, poolclass=NullPool, connect_args={
         "connect_timeout": 10, "application_name": "todo-api migrations"})
     with engine.connect() as connection:
         connection.exec_driver_sql("SET statement_timeout = 0")
-        connection.exec_driver_sql("SET lock_timeout = 0")  # wait for another run, however long
-        connection.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK})")
         connection.exec_driver_sql(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         connection.commit()
+        wait_for_advisory_lock(connection)
         for attempt in range(1, LOCK_ATTEMPTS + 1):  # the lock goes with the connection
             try:
                 configure(connection)

@@ -1,7 +1,9 @@
 """Where missing: tasks.completed_at and tasks.version, idempotency_keys; completed_at backfilled.
 
 The pagination, ETag and Idempotency-Key releases added these columns and the table; then
-`completed_at` is backfilled for completed tasks that lack it.
+`completed_at` is backfilled for completed tasks that lack it. `idempotency_keys.etag`, which
+the first Idempotency-Key releases stored and no later one reads (a replay rebuilds the task's
+answer from the stored row), is dropped.
 
 Databases of the first release that later versions upgraded got the columns, but nothing filled
 `completed_at` for tasks completed before: their `updated_at` is the best value known. A
@@ -47,6 +49,9 @@ def upgrade() -> None:
             sa.Column("response", sa.String(), nullable=True),
         )
         op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
+    elif "etag" in ddl.columns("idempotency_keys"):
+        with op.batch_alter_table("idempotency_keys") as keys:  # SQLite: a table rebuild
+            keys.drop_column("etag")
     backfill_completed_at()
 
 

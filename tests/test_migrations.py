@@ -1,0 +1,298 @@
+"""The schema's migrations (docs/operations.md): every schema an earlier release created is
+upgraded to head with its data, by the release itself (built from git history); concurrent runs
+and workers; the start-up check; the last revision's downgrade."""
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+import migrations
+import store
+from tests.conftest import User, make_token, new_user, rows, server_env
+from tests.servers import ROOT, AppServer, PostgresDatabase
+
+# Every release whose store.py created a different schema (`git log -p -- store.py`), oldest
+# first; each created its tables with its own `Store.create_tables()`.
+RELEASES = {
+    "ead678ce5e44c92f14d6deff25b8df31d05e380f": "first: users, tasks (no AUTOINCREMENT)",
+    "8f5316f28f9819a586c44eec7ec8a7be35224193": "completed_at, version, AUTOINCREMENT",
+    "75aed8aa37a166a3527f1273a899ec36b6df0c3b": "idempotency_keys",
+    "4ea1c3457575ee85ab259a7a21379368c8c4f0cc": "list indexes, ix_tasks_user_completed_at",
+    "ea225dd25f4dfb7248e5693f96990a22ab040345": "idempotency_keys without etag",
+    "8ca4de435bf459eac96e54a6e9ba8b9c3659d4ed": "last before migrations: DESC NULLS LAST index",
+}
+FIRST, *_, LAST = RELEASES
+# A database created by each release, and one created by the first and upgraded by later
+# releases in turn (their additive column loop), as a long-running deployment's is.
+HISTORIES = {RELEASES[commit].split(":")[0]: [commit] for commit in RELEASES}
+HISTORIES["first, upgraded by later releases"] = [FIRST, "75aed8aa37a166a3527f1273a899ec36b6df0c3b",
+                                                   LAST]
+ALEMBIC = Path(sys.executable).with_name("alembic")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_url(request, tmp_path):
+    """A factory of empty databases of one kind: each call gives a new one's URL."""
+    made: list[PostgresDatabase] = []
+
+    def make() -> str:
+        if request.param == "sqlite":
+            return f"sqlite:///{tmp_path}/todo-{len(list(tmp_path.glob('*.db')))}.db"
+        made.append(PostgresDatabase(request.getfixturevalue("postgres_admin_url")))
+        return made[-1].url
+
+    yield make
+    for database in made:
+        database.drop()
+
+
+def engine_for(url: str):
+    return create_engine(store.normalize_url(url))
+
+
+def release_tree(commit: str, root: Path) -> Path:
+    """The files of `commit`, from git history, in `root`/<commit>."""
+    tree = root / commit
+    if not tree.exists():
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit],
+                                 capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tree, filter="data")
+    return tree
+
+
+def create_with_release(commit: str, url: str, root: Path) -> None:
+    """Let release `commit` create (or upgrade) its tables on `url`, as its start-up did."""
+    subprocess.run([sys.executable, "-c", f"import store; store.Store({url!r}).create_tables()"],
+                   cwd=release_tree(commit, root), check=True, capture_output=True,
+                   env={"PATH": os.environ["PATH"]})
+
+
+def insert_first_release_data(url: str) -> None:
+    """Users and tasks in the columns of the first release; the newest task is deleted, as a
+    user does (on the first release's SQLite table its id would be handed out again)."""
+    with engine_for(url).begin() as connection:
+        connection.execute(text(
+            "INSERT INTO users (id, email, name, created_at) VALUES"
+            " ('legacy-ada', 'ada@example.com', 'Ada', '2026-01-01 10:00:00+00'),"
+            " ('legacy-bob', NULL, NULL, '2026-01-02 10:00:00+00')"))
+        for number in range(1, 8):
+            connection.execute(text(
+                "INSERT INTO tasks (user_id, title, description, completed, due_date,"
+                " created_at, updated_at) VALUES (:user, :title, :description, :completed,"
+                " :due, :created, :updated)"), {
+                    "user": "legacy-ada" if number % 3 else "legacy-bob",
+                    "title": f"Task {number}", "description": None if number % 2 else "notes",
+                    "completed": number % 2 == 0,
+                    "due": f"2026-03-0{number} 09:00:00+00" if number % 3 == 1 else None,
+                    "created": f"2026-02-0{number} 08:00:00+00",
+                    "updated": f"2026-02-0{number} 12:30:00+00"})
+        connection.execute(text("DELETE FROM tasks WHERE id = (SELECT max(id) FROM tasks)"))
+
+
+def snapshot(url: str) -> tuple[list[dict], list[dict]]:
+    columns = "id, user_id, title, description, completed, due_date, created_at, updated_at"
+    engine = engine_for(url)
+    try:
+        return (rows(engine, "SELECT id, email, name, created_at FROM users ORDER BY id"),
+                rows(engine, f"SELECT {columns} FROM tasks ORDER BY id"))
+    finally:
+        engine.dispose()
+
+
+def schema_differences(url: str) -> list:
+    """What autogenerate finds between the database and store.py's tables: [] at head."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={
+                "include_object": migrations.include_object(connection.dialect.name)})
+            return compare_metadata(context, store.SQLModel.metadata)
+    finally:
+        engine.dispose()
+
+
+def revision_of(url: str) -> list[str]:
+    return [row["version_num"] for row in rows(engine_for(url), "SELECT * FROM alembic_version")]
+
+
+def run_alembic(url: str, *args: str, processes: int = 1) -> list[subprocess.CompletedProcess]:
+    """`alembic <args>` from the repository root with nothing but DATABASE_URL set, in
+    `processes` processes started together."""
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": url}
+    started = [subprocess.Popen([str(ALEMBIC), *args], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for _ in range(processes)]
+    done = []
+    for process in started:
+        output, _ = process.communicate(timeout=300)
+        done.append(subprocess.CompletedProcess(process.args, process.returncode, output))
+    return done
+
+
+@pytest.mark.parametrize("history", HISTORIES.values(), ids=HISTORIES.keys())
+def test_every_earlier_schema_upgrades_with_its_data(new_url, history, tmp_path_factory):
+    url = new_url()
+    releases = tmp_path_factory.getbasetemp() / "releases"
+    create_with_release(history[0], url, releases)
+    insert_first_release_data(url)
+    for commit in history[1:]:
+        create_with_release(commit, url, releases)
+    if "idempotency_keys" in inspect(engine_for(url)).get_table_names():
+        with engine_for(url).begin() as connection:
+            connection.execute(text(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status)"
+                " VALUES ('legacy-ada', 'k1', 'f', '2026-02-01 08:00:00+00', 201)"))
+    users, tasks = snapshot(url)
+
+    [result] = run_alembic(url, "upgrade", "head")
+    assert result.returncode == 0, result.stdout
+
+    assert revision_of(url) == [migrations.head()]
+    assert schema_differences(url) == []  # columns, types, indexes: exactly store.py's
+    assert snapshot(url) == (users, tasks)
+    engine = engine_for(url)
+    upgraded = rows(engine, "SELECT id, completed, completed_at, updated_at, version FROM tasks"
+                            " ORDER BY id")
+    for task in upgraded:  # completed_at backfilled from updated_at; ETag version moved on
+        assert task["completed_at"] == (task["updated_at"] if task["completed"] else None)
+        assert task["version"] == (2 if task["completed"] else 1)
+    if url.startswith("sqlite"):
+        created = rows(engine, "SELECT sql FROM sqlite_master WHERE name = 'tasks'")[0]["sql"]
+        assert "AUTOINCREMENT" in created
+    else:
+        assert rows(engine, "SELECT data_type FROM information_schema.columns WHERE"
+                            " table_name = 'tasks' AND column_name = 'id'") == [
+            {"data_type": "bigint"}]
+    engine.dispose()
+
+    server = AppServer(server_env(url), migrate=False).start()
+    try:
+        ada = User("legacy-ada", make_token({"sub": "legacy-ada", "email": "ada@example.com",
+                                             "name": "Ada"}))
+        listed = httpx.get(f"{server.url}/api/tasks?sort=created&order=asc",
+                           headers=ada.headers).json()
+        assert [t["id"] for t in listed] == [t["id"] for t in tasks if t["user_id"] == ada.id]
+        assert all((t["completed_at"] is not None) == t["completed"] for t in listed)
+        ids = []
+        for _ in range(2):  # a deleted task's id is never handed out again (AUTOINCREMENT)
+            task = httpx.post(f"{server.url}/api/tasks", json={"title": "new"},
+                              headers=ada.headers).json()
+            assert httpx.delete(f"{server.url}/api/tasks/{task['id']}",
+                                headers=ada.headers).status_code == 204
+            ids.append(task["id"])
+        assert ids[1] > ids[0] > max(t["id"] for t in tasks)
+    finally:
+        server.stop()
+    assert "Traceback" not in server.logs()
+
+
+def wait_for_workers(server: AppServer, workers: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while server.logs().count("Application startup complete") < workers:
+        assert time.monotonic() < deadline, server.logs()
+        assert server.process.poll() is None, server.logs()
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("start", ["fresh", "old"])
+def test_concurrent_migrations_then_four_workers(new_url, start, tmp_path_factory):
+    """Repeatedly: 4 `alembic upgrade head` started together (deploy scripts race too), then
+    `uvicorn --workers 4`: every run succeeds and every worker starts."""
+    for _ in range(2):
+        url = new_url()
+        if start == "old":
+            create_with_release(FIRST, url, tmp_path_factory.getbasetemp() / "releases")
+            insert_first_release_data(url)
+        results = run_alembic(url, "upgrade", "head", processes=4)
+        assert [r.returncode for r in results] == [0] * 4, [r.stdout for r in results]
+        assert revision_of(url) == [migrations.head()]
+        assert schema_differences(url) == []
+        server = AppServer(server_env(url), args=["--workers", "4"], migrate=False).start()
+        try:
+            wait_for_workers(server, 4)
+            user = new_user()
+            for number in range(20):  # a new connection each: spread over the workers
+                created = httpx.post(f"{server.url}/api/tasks", json={"title": f"t{number}"},
+                                     headers=user.headers)
+                assert created.status_code == 201, created.text
+            assert len(httpx.get(f"{server.url}/api/tasks", headers=user.headers).json()) == 20
+        finally:
+            server.stop()
+        assert "died" not in server.logs() and "Traceback" not in server.logs(), server.logs()
+
+
+def start_refusal(url: str) -> str:
+    server = AppServer(server_env(url), migrate=False).start(wait=False)
+    assert server.process.wait(20) != 0, server.logs()
+    return server.logs()
+
+
+def test_start_up_runs_no_ddl_and_names_the_command(new_url, tmp_path_factory):
+    fresh = new_url()
+    log = start_refusal(fresh)
+    assert "todo-api: the database has no tables yet: run `alembic upgrade head`" in log
+    assert "Traceback" not in log
+    assert inspect(engine_for(fresh)).get_table_names() == []  # nothing created
+
+    old = new_url()
+    create_with_release(LAST, old, tmp_path_factory.getbasetemp() / "releases")
+    before = sorted(inspect(engine_for(old)).get_table_names())
+    log = start_refusal(old)
+    assert "created by an earlier version of the app: run `alembic upgrade head`" in log
+    assert sorted(inspect(engine_for(old)).get_table_names()) == before
+
+    behind = new_url()
+    migrations.upgrade(behind, "0005")
+    log = start_refusal(behind)
+    assert f"schema is at revision 0005, this version needs {migrations.head()}: run" in log
+
+    with engine_for(behind).begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    assert "which this version does not know" in start_refusal(behind)
+
+
+def test_downgrade_of_the_last_revision(new_url):
+    url = new_url()
+    migrations.upgrade(url)
+    user = new_user()
+    server = AppServer(server_env(url), migrate=False).start()
+    try:
+        ids = [httpx.post(f"{server.url}/api/tasks", json={"title": f"t{n}"},
+                          headers=user.headers).json()["id"] for n in range(3)]
+    finally:
+        server.stop()
+    [result] = run_alembic(url, "downgrade", "-1")
+    assert result.returncode == 0, result.stdout
+    assert revision_of(url) == ["0005"]
+    engine = engine_for(url)
+    assert [r["id"] for r in rows(engine, "SELECT id FROM tasks ORDER BY id")] == ids
+    if not url.startswith("sqlite"):
+        assert rows(engine, "SELECT data_type FROM information_schema.columns WHERE"
+                            " table_name = 'tasks' AND column_name = 'id'") == [
+            {"data_type": "integer"}]
+    [result] = run_alembic(url, "upgrade", "head")
+    assert result.returncode == 0, result.stdout
+    assert schema_differences(url) == []
+    if url.startswith("sqlite"):
+        return
+    # An id past 2^31 - 1 cannot go back to integer: the downgrade fails and changes nothing.
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO tasks (id, user_id, title, completed, created_at, updated_at)"
+            " SELECT 3000000000, user_id, 'big', false, now(), now() FROM tasks LIMIT 1"))
+    [result] = run_alembic(url, "downgrade", "-1")
+    assert result.returncode != 0 and "out of range" in result.stdout, result.stdout
+    assert revision_of(url) == [migrations.head()]
+    assert schema_differences(url) == []
+    engine.dispose()
