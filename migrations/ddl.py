@@ -29,28 +29,30 @@ def indexes(table: str) -> dict[str, bool]:
         "SELECT c.relname, i.indisvalid FROM pg_index i"
         " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid"
         " WHERE t.relname = :table AND t.relnamespace = current_schema()::regnamespace"
-        " AND NOT i.indisprimary AND NOT i.indisunique"), {"table": table})
+        " AND NOT i.indisprimary AND c.relname NOT IN (SELECT conname FROM pg_constraint)"),
+        {"table": table})
     return dict(found.all())
 
 
-def create_indexes(table: str, wanted: dict[str, str]) -> None:
+def create_indexes(table: str, wanted: dict[str, str], unique: bool = False) -> None:
     """Create each index of `wanted` ({name: column list}) that `table` lacks. On PostgreSQL
     with CREATE INDEX CONCURRENTLY: the app's writes go on while it builds (it must run outside
     a transaction: Alembic's autocommit_block), after dropping an invalid index that an earlier,
     interrupted build left behind."""
     present = indexes(table)
     missing = {name: spec for name, spec in wanted.items() if not present.get(name)}
+    create = "CREATE UNIQUE INDEX" if unique else "CREATE INDEX"
     if not missing:
         return
     if dialect() == "sqlite":
         for name, spec in missing.items():
-            op.execute(f"CREATE INDEX {name} ON {table} ({spec})")
+            op.execute(f"{create} {name} ON {table} ({spec})")
         return
     with op.get_context().autocommit_block():
         for name, spec in missing.items():
             if name in present:
                 op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-            op.execute(f"CREATE INDEX CONCURRENTLY {name} ON {table} ({spec})")
+            op.execute(f"{create} CONCURRENTLY {name} ON {table} ({spec})")
 
 
 def drop_indexes(table: str, names: list[str]) -> None:
