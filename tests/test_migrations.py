@@ -395,3 +395,39 @@ def test_million_task_upgrade_while_writing(postgres_admin_url, tmp_path_factory
         assert counts["completed"] == counts["completed_at"] >= MILLION // 2
     finally:
         database.drop()
+
+
+def test_a_long_transaction_delays_a_migration_without_blocking_writes(postgres_database):
+    """A transaction that holds a lock on tasks makes the migration's DDL give up after its
+    2 s lock_timeout and retry, rather than queue with every write queued behind it: a write
+    waits about that long at most, and the run succeeds once the transaction ends."""
+    url = postgres_database.url
+    migrations.upgrade(url, "0005")
+    run_sql(url, "INSERT INTO users (id, created_at) VALUES ('writer', now())")
+    holder = psycopg2.connect(url)
+    holder.cursor().execute("SELECT count(*) FROM tasks")  # ACCESS SHARE until rollback
+    migration = subprocess.Popen([str(ALEMBIC), "upgrade", "head"], cwd=ROOT, text=True,
+                                 env={"PATH": os.environ["PATH"], "DATABASE_URL": url},
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not run_sql(url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                               " AND application_name = 'todo-api migrations'"):
+            assert time.monotonic() < deadline and migration.poll() is None
+            time.sleep(0.1)
+        queued = time.monotonic()  # the migration waits for its ACCESS EXCLUSIVE lock
+        waits = []
+        for _ in range(3):
+            started = time.monotonic()
+            run_sql(url, "INSERT INTO tasks (user_id, title, completed, created_at, updated_at)"
+                         " VALUES ('writer', 'w', false, now(), now())")
+            waits.append(time.monotonic() - started)
+        assert max(waits) < 3.5, waits  # the 2 s lock_timeout, and a new connection under load
+        time.sleep(max(0.0, queued + 3 - time.monotonic()))  # past one lock_timeout
+    finally:
+        holder.rollback()
+        holder.close()
+    output, _ = migration.communicate(timeout=120)
+    assert migration.returncode == 0, output
+    assert "was not granted within 2s" in output
+    assert revision_of(url) == [migrations.head()]
