@@ -7,7 +7,7 @@ PORT ?= 8000
 
 HARNESS := tests/betterauth
 
-.PHONY: run test bench token smoke clean node-harness
+.PHONY: run migrate test bench token smoke clean node-harness
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -30,7 +30,13 @@ $(BIN)/.installed-bench: $(BIN)/.installed requirements-bench.txt
 		sed "s|^BETTER_AUTH_SECRET=.*|BETTER_AUTH_SECRET=$$secret|" .env.example > .env
 	@echo "created .env with a new random BETTER_AUTH_SECRET"
 
-run: $(BIN)/.installed .env
+# The release step, `alembic upgrade head`, on DATABASE_URL from the environment, else from .env
+# (if there is one), else ./todo.db. Safe to repeat and to run from several places at once.
+migrate: $(BIN)/.installed
+	$(BIN)/python -c 'import dotenv; dotenv.load_dotenv(".env"); \
+		from alembic.config import main; main(["upgrade", "head"])'
+
+run: $(BIN)/.installed .env migrate
 	$(BIN)/uvicorn app:app --env-file .env --host $(HOST) --port $(PORT)
 
 # The real Better Auth for the interop tests; without npm those tests skip (and fail under CI).

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import psycopg2
+
+import migrations
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,21 +33,25 @@ APP_VARIABLES = ("DATABASE_URL", "BETTER_AUTH_SECRET", "BETTER_AUTH_URL", "BETTE
 class AppServer:
     """`uvicorn app:app` in a child process on a free loopback port, run in `cwd`, configured by
     `env` alone (the app's variables of the calling environment are left out). `app` names
-    another ASGI app and `args` adds uvicorn options (the benchmark's `--workers 2`)."""
+    another ASGI app and `args` adds uvicorn options (the benchmark's `--workers 2`). Its
+    database is migrated first, as the release step does (`migrate=False`: not)."""
 
     def __init__(self, env: dict[str, str], port: int | None = None, cwd: Path = ROOT,
-                 app: str = "app:app", args: Sequence[str] = ()) -> None:
+                 app: str = "app:app", args: Sequence[str] = (), migrate: bool = True) -> None:
         inherited = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
         self.env = {**inherited, **env}
         self.cwd = cwd
         self.app = app
         self.args = list(args)
+        self.migrate = migrate
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="todo-api-", suffix=".log", delete=False)
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "AppServer":
+        if self.migrate:
+            migrations.upgrade(self.env.get("DATABASE_URL") or f"sqlite:///{self.cwd}/todo.db")
         command = [sys.executable, "-m", "uvicorn", self.app, "--app-dir", str(ROOT)]
         self.process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(self.port), *self.args],
