@@ -27,4 +27,8 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["pyt
     "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/health' % (os.getenv('PORT') or 8000), timeout=2)"]
 # The Procfile's web command. `exec` makes uvicorn PID 1, so `docker stop`'s SIGTERM reaches it and
 # it drains in-flight requests. WEB_CONCURRENCY sets uvicorn's worker count (default 1).
-CMD ["sh", "-c", "exec uvicorn app:app --host 0.0.0.0 --port \"${PORT:-8000}\""]
+# PostgreSQL is migrated by the release step (`alembic upgrade head`, a one-shot container of this
+# image); the embedded SQLite file is migrated here first, as `make run` does (runs never race:
+# SQLite's write lock).
+CMD ["sh", "-c", "case \"$DATABASE_URL\" in sqlite:*) alembic upgrade head || exit 1;; esac; \
+exec uvicorn app:app --host 0.0.0.0 --port \"${PORT:-8000}\""]

@@ -180,10 +180,12 @@ def test_image_is_small_runs_as_non_root_and_holds_no_secret(stack, base_images,
     assert stack.exec("api", "sh", "-c", "touch /app/app.py", check=False).returncode != 0
 
 
-def test_migration_runs_to_completion_before_the_api_starts(stack):
+def test_migration_runs_to_completion_before_the_api_starts(stack, api_image):
     migrate, api = stack.inspect("migrate")["State"], stack.inspect("api")["State"]
     assert migrate["Status"] == "exited" and migrate["ExitCode"] == 0
     assert migrate["FinishedAt"] <= api["StartedAt"]  # both RFC 3339 in UTC: they sort as text
+    head = docker("run", "--rm", api_image, "alembic", "heads").stdout.split()[0]
+    assert stack.psql("SELECT version_num FROM alembic_version") == head
 
 
 def test_smoke_script_passes_on_postgresql(stack):
@@ -221,7 +223,7 @@ def test_stop_is_graceful(stack):
 
 def test_image_honours_port(stack, api_image):
     """The image alone, as a platform runs it, with PORT set: its HEALTHCHECK follows PORT, and
-    without DATABASE_URL it serves the embedded SQLite file in /data."""
+    without DATABASE_URL it migrates and serves the embedded SQLite file in /data."""
     host_port = free_port()
     container = docker("run", "-d", "-e", "PORT=9123", "-e", f"BETTER_AUTH_SECRET={stack.secret}",
                        "-p", f"127.0.0.1:{host_port}:9123", api_image).stdout.strip()
