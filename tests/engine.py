@@ -129,7 +129,9 @@ def local_base_images() -> tuple[str, str]:
             _import_debian(debian)
         with tempfile.TemporaryDirectory() as context:
             shutil.copytree(RECIPES, context, dirs_exist_ok=True)
-            shutil.copytree(LOCAL_CA, Path(context) / "ca-certificates")
+            (Path(context) / "ca-certificates").mkdir()
+            if LOCAL_CA.is_dir():
+                shutil.copytree(LOCAL_CA, Path(context) / "ca-certificates", dirs_exist_ok=True)
             for tag, recipe in ((python, "python.Dockerfile"), (postgres, "postgres.Dockerfile")):
                 docker("build", "-q", "-t", tag, "-f", f"{context}/{recipe}", "--build-arg", f"BASE={debian}", context)
         _remove_other_tags(key)
