@@ -430,3 +430,12 @@ def test_a_long_transaction_delays_a_migration_without_blocking_writes(new_postg
     assert migration.returncode == 0, output
     assert "was not granted within 2s" in output
     assert revision_of(url) == [migrations.head()]
+
+
+def test_migrations_reach_neon_through_its_direct_host():
+    pooled = ("postgresql://todo:pw@ep-cool-name-123-pooler.eu-central-1.aws.neon.tech/app"
+              "?sslmode=require&channel_binding=require")
+    assert migrations.direct_url(pooled) == (
+        "postgresql+psycopg2://todo:pw@ep-cool-name-123.eu-central-1.aws.neon.tech/app"
+        "?channel_binding=require&sslmode=require")
+    assert migrations.direct_url("sqlite:///./todo.db") == "sqlite:///./todo.db"
