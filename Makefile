@@ -6,8 +6,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 HARNESS := tests/betterauth
+CLIENT := clients/typescript
+EXAMPLE := examples/nextjs
+# npm ci per folder, again only when its lockfile changes (the stamp is newer otherwise).
+NPM_CI := npm ci --no-audit --no-fund --loglevel=error
 
-.PHONY: run test bench token smoke clean node-harness
+.PHONY: run test bench token smoke clean node-packages client demo
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -33,16 +37,22 @@ $(BIN)/.installed-bench: $(BIN)/.installed requirements-bench.txt
 run: $(BIN)/.installed .env
 	$(BIN)/uvicorn app:app --env-file .env --host $(HOST) --port $(PORT)
 
-# The real Better Auth for the interop tests; without npm those tests skip (and fail under CI).
-$(HARNESS)/node_modules/.installed: $(HARNESS)/package-lock.json
-	cd $(HARNESS) && npm ci --no-audit --no-fund --loglevel=error
+# The real Better Auth for the interop tests, the typed client's generator and compiler, the
+# reference frontend; without npm their tests skip (and fail under CI).
+%/node_modules/.installed: %/package-lock.json
+	cd $* && $(NPM_CI)
 	touch $@
 
-node-harness:
-	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(HARNESS)/node_modules/.installed; \
-	else echo "npm not found: the Better Auth interop tests will be skipped"; fi
+node-packages:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory \
+		$(HARNESS)/node_modules/.installed $(CLIENT)/node_modules/.installed; \
+	else echo "npm not found: the Better Auth, TypeScript client and frontend tests will be skipped"; fi
 
-test: $(BIN)/.installed-dev node-harness
+# Regenerate clients/typescript/src/schema.d.ts from the app's /openapi.json.
+client: $(BIN)/.installed-dev $(CLIENT)/node_modules/.installed
+	UPDATE_TS_CLIENT=1 $(BIN)/python -m pytest -q tests/test_typescript_client.py
+
+test: $(BIN)/.installed-dev node-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmark against a local PostgreSQL (BENCH_DATABASE_URL; BENCH_QUICK=1 for a one-minute run);
@@ -61,4 +71,4 @@ smoke:
 	scripts/smoke.sh http://$(HOST):$(PORT) "$$($(BIN)/python scripts/dev_token.py $(USER))"
 
 clean:
-	rm -rf $(VENV) .pytest_cache $(HARNESS)/node_modules todo.db todo.db-wal todo.db-shm
+	rm -rf $(VENV) .pytest_cache $(HARNESS)/node_modules $(CLIENT)/node_modules todo.db todo.db-wal todo.db-shm

@@ -1,6 +1,7 @@
 """Real servers for the tests: uvicorn processes of the app, and throwaway PostgreSQL databases."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,9 +14,24 @@ from pathlib import Path
 
 import httpx
 import psycopg2
+import pytest
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_node_packages(folder: Path) -> None:
+    """Skip when Node or the packages of `folder` (`npm ci` by `make test`, which stamps
+    node_modules/.installed) are missing; under CI that is a failure."""
+    missing = None
+    if shutil.which("node") is None:
+        missing = "node is not installed"
+    elif not (folder / "node_modules" / ".installed").exists():
+        missing = f"{folder.relative_to(ROOT)}/node_modules is missing (make test runs npm ci)"
+    if missing:
+        if os.getenv("CI"):
+            pytest.fail(f"{missing}: CI must run these tests")
+        pytest.skip(missing)
 
 
 def free_port() -> int:
