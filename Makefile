@@ -9,7 +9,13 @@ HARNESS := tests/betterauth
 CLIENT := clients/typescript
 EXAMPLE := examples/nextjs
 # npm ci per folder, again only when its lockfile changes (the stamp is newer otherwise).
-NPM_CI := npm ci --no-audit --no-fund --loglevel=error
+# better-sqlite3 (examples/nextjs) compiles from source: its prebuilt binaries are downloaded
+# from outside the npm registry, so the attempt is skipped.
+NPM_CI := npm_config_build_from_source=true npm ci --no-audit --no-fund --loglevel=error
+# `next build` again only when the frontend's or the client's sources changed.
+EXAMPLE_SOURCES := $(filter-out %/next-env.d.ts,$(wildcard $(EXAMPLE)/*.ts $(EXAMPLE)/*.json \
+	$(EXAMPLE)/app/*.* $(EXAMPLE)/app/*/*/*/*.ts $(EXAMPLE)/components/* $(EXAMPLE)/lib/*)) \
+	$(wildcard $(CLIENT)/src/*.ts)
 
 .PHONY: run test bench token smoke clean node-packages client demo
 
@@ -43,14 +49,22 @@ run: $(BIN)/.installed .env
 	cd $* && $(NPM_CI)
 	touch $@
 
+$(EXAMPLE)/.next/.built: $(EXAMPLE)/node_modules/.installed $(EXAMPLE_SOURCES)
+	cd $(EXAMPLE) && NEXT_TELEMETRY_DISABLED=1 node_modules/.bin/next build
+	touch $@
+
 node-packages:
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory \
-		$(HARNESS)/node_modules/.installed $(CLIENT)/node_modules/.installed; \
+		$(HARNESS)/node_modules/.installed $(CLIENT)/node_modules/.installed $(EXAMPLE)/.next/.built; \
 	else echo "npm not found: the Better Auth, TypeScript client and frontend tests will be skipped"; fi
 
 # Regenerate clients/typescript/src/schema.d.ts from the app's /openapi.json.
 client: $(BIN)/.installed-dev $(CLIENT)/node_modules/.installed
 	UPDATE_TS_CLIENT=1 $(BIN)/python -m pytest -q tests/test_typescript_client.py
+
+# The API on SQLite and the reference Next.js frontend on http://localhost:3000.
+demo: $(BIN)/.installed .env $(EXAMPLE)/.next/.built
+	scripts/demo.sh
 
 test: $(BIN)/.installed-dev node-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -71,4 +85,5 @@ smoke:
 	scripts/smoke.sh http://$(HOST):$(PORT) "$$($(BIN)/python scripts/dev_token.py $(USER))"
 
 clean:
-	rm -rf $(VENV) .pytest_cache $(HARNESS)/node_modules $(CLIENT)/node_modules todo.db todo.db-wal todo.db-shm
+	rm -rf $(VENV) .pytest_cache $(HARNESS)/node_modules $(CLIENT)/node_modules \
+		$(EXAMPLE)/node_modules $(EXAMPLE)/.next todo.db todo.db-wal todo.db-shm

@@ -64,6 +64,8 @@ export class ApiError extends Error {
   readonly errors: FieldError[];
   /** On 412 (If-Match did not match): the task as it is now. */
   readonly task: Task | null;
+  /** On 412: the current task's ETag, to send in If-Match when overwriting it after all. */
+  readonly etag: string | null;
   /** The id of the request in the server's log. */
   readonly requestId: string | null;
   /** On 409 and 503: seconds to wait before trying again. */
@@ -79,6 +81,7 @@ export class ApiError extends Error {
     this.detail = problem.detail;
     this.errors = problem.errors ?? [];
     this.task = response.status === 412 ? ((problem as { task?: Task }).task ?? null) : null;
+    this.etag = response.headers.get("ETag");
     this.requestId = problem.request_id ?? response.headers.get("X-Request-ID");
     const retry = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
     this.retryAfter = Number.isNaN(retry) ? null : retry;
