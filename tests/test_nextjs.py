@@ -144,6 +144,41 @@ def api_tasks(stack: Stack, token: str) -> list[dict]:
     return answer.raise_for_status().json()
 
 
+def test_make_demo_serves_both_on_sqlite(tmp_path):
+    """scripts/demo.sh as `make demo` runs it, with the API on its embedded SQLite default: a
+    user signed up with Better Auth gets a jwt-plugin token that the API accepts."""
+    require_node_packages(EXAMPLE)
+    web_port, api_port = free_port(), free_port()
+    env = {**os.environ, "WEB_PORT": str(web_port), "API_PORT": str(api_port),
+           "DEMO_DATABASE_URL": f"sqlite:///{tmp_path}/todo.db",
+           "AUTH_DATABASE_URL": f"sqlite:{tmp_path}/auth.db",
+           "BETTER_AUTH_SECRET": secrets.token_urlsafe(48)}
+    process = subprocess.Popen(["scripts/demo.sh"], cwd=ROOT, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        web = f"http://localhost:{web_port}"
+        for line in process.stdout:
+            if line.startswith("Todo demo: open"):
+                assert line.split()[3] == web
+                break
+        else:
+            pytest.fail(f"scripts/demo.sh exited {process.wait()}")
+        with httpx.Client(base_url=web, headers={"Origin": web}) as browser_like:
+            browser_like.post("/api/auth/sign-up/email", json={
+                "email": f"{uuid.uuid4().hex[:12]}@example.com", "password": PASSWORD,
+                "name": "Demo"}).raise_for_status()
+            token = browser_like.get("/api/auth/token").raise_for_status().json()["token"]
+        assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
+        api = f"http://127.0.0.1:{api_port}"
+        created = httpx.post(f"{api}/api/tasks", json={"title": "from the demo"},
+                             headers={"Authorization": f"Bearer {token}"})
+        assert created.status_code == 201
+        assert (tmp_path / "todo.db").exists() and (tmp_path / "auth.db").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+
+
 def test_two_users_sign_up_and_each_manages_only_their_own_tasks(stack, context, browser):  # noqa: F811
     page = context.new_page()
     email = sign_up(page, stack.web, "Ada")
