@@ -21,10 +21,15 @@ const CHOICES: { key: keyof Filters; label: string; options: [string, string][] 
   { key: "order", label: "Order", options: [["", "Default"], ["asc", "Ascending"], ["desc", "Descending"]] },
 ];
 type Report = { error?: unknown; notice?: string };
-type Props = { api: TodoClient; onSignedOut: () => void };
+type Props = { api: TodoClient };
 
 /** What to tell the user about a failed call. */
 function describe(error: unknown): string {
+  if (error instanceof ApiError && error.status === 401) {
+    // Even a fresh token was refused: the API and this app disagree on BETTER_AUTH_URL (the
+    // tokens' iss, aud and JWKS) or the session ended.
+    return `The Todo API refused your sign-in (${error.detail}). Sign out and in again; if that does not help, check that both use the same BETTER_AUTH_URL.`;
+  }
   if (error instanceof ApiError) return error.detail;
   if (error instanceof TypeError) return "The Todo API cannot be reached. Check your connection and try again.";
   return String(error);
@@ -45,7 +50,7 @@ function dueDate(task: Task): string {
   return task.due_date ? task.due_date.slice(0, 10) : "";
 }
 
-export function Tasks({ api, onSignedOut }: Props) {
+export function Tasks({ api }: Props) {
   const [filters, setFilters] = useState<Filters>({ status: "all", sort: "created", order: "" });
   const [cursors, setCursors] = useState<(string | null)[]>([null]); // where each page starts
   const [tasks, setTasks] = useState<Task[] | null>(null);
@@ -55,10 +60,9 @@ export function Tasks({ api, onSignedOut }: Props) {
   const cursor = cursors[cursors.length - 1] ?? null;
 
   const report = useCallback(({ error, notice }: Report) => {
-    if (error instanceof ApiError && error.status === 401) return onSignedOut(); // session gone
     setError(error === undefined ? null : describe(error));
     if (notice !== undefined) setNotice(notice);
-  }, [onSignedOut]);
+  }, []);
 
   const load = useCallback(async () => {
     const query: ListQuery = {
@@ -120,7 +124,7 @@ export function Tasks({ api, onSignedOut }: Props) {
           </p>
           <ul className="tasks" aria-labelledby="task-count">
             {tasks.map((task) => (
-              <TaskItem key={`${task.id}-${task.updated_at}`} task={task} api={api} report={report} onChanged={changed} />
+              <TaskItem key={task.id} task={task} api={api} report={report} onChanged={changed} />
             ))}
           </ul>
         </>

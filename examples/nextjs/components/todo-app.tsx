@@ -32,7 +32,7 @@ export function TodoApp({ apiUrl }: { apiUrl: string }) {
       {isPending && !settled.current ? (
         <p role="status">Loading…</p>
       ) : session ? (
-        <Tasks key={session.user.id} api={api} onSignedOut={signOut} />
+        <Tasks key={session.user.id} api={api} />
       ) : (
         <AuthForm onSignedIn={forgetToken} />
       )}
