@@ -53,9 +53,13 @@ $(EXAMPLE)/.next/.built: $(EXAMPLE)/node_modules/.installed $(EXAMPLE_SOURCES)
 	cd $(EXAMPLE) && NEXT_TELEMETRY_DISABLED=1 node_modules/.bin/next build
 	touch $@
 
+# Outside CI a frontend that cannot be installed (better-sqlite3 needs a C++ compiler) only
+# skips its tests.
 node-packages:
-	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory \
-		$(HARNESS)/node_modules/.installed $(CLIENT)/node_modules/.installed $(EXAMPLE)/.next/.built; \
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(HARNESS)/node_modules/.installed $(CLIENT)/node_modules/.installed && \
+		{ $(MAKE) --no-print-directory $(EXAMPLE)/.next/.built || { [ -z "$$CI" ] && \
+			echo "examples/nextjs could not be installed or built: its tests will be skipped"; }; }; \
 	else echo "npm not found: the Better Auth, TypeScript client and frontend tests will be skipped"; fi
 
 # Regenerate clients/typescript/src/schema.d.ts from the app's /openapi.json.

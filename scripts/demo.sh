@@ -20,8 +20,9 @@ stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap stop EXIT
 trap 'exit 130' INT TERM
 
-DATABASE_URL=${DEMO_DATABASE_URL:-sqlite:///./todo.db} CORS_ORIGINS="" \
-  .venv/bin/uvicorn app:app --host 127.0.0.1 --port "$api_port" &
+export DATABASE_URL=${DEMO_DATABASE_URL:-sqlite:///./todo.db}
+if [ -f alembic.ini ]; then .venv/bin/alembic upgrade head; fi  # the schema, as `make run` does
+CORS_ORIGINS="" .venv/bin/uvicorn app:app --host 127.0.0.1 --port "$api_port" &
 pids+=($!)
 (cd examples/nextjs && TODO_API_URL="$api_url" AUTH_DATABASE_URL=${AUTH_DATABASE_URL:-sqlite:auth.db} \
   exec node_modules/.bin/next start -H 127.0.0.1 -p "$web_port") &

@@ -20,14 +20,15 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def require_node_packages(folder: Path) -> None:
-    """Skip when Node or the packages of `folder` (`npm ci` by `make test`, which stamps
-    node_modules/.installed) are missing; under CI that is a failure."""
+def require_node_packages(folder: Path, stamp: str = "node_modules/.installed") -> None:
+    """Skip when Node or the packages of `folder` are missing (`make test` runs `npm ci` and
+    stamps node_modules/.installed, or what `stamp` names, e.g. a build); under CI that is a
+    failure."""
     missing = None
     if shutil.which("node") is None:
         missing = "node is not installed"
-    elif not (folder / "node_modules" / ".installed").exists():
-        missing = f"{folder.relative_to(ROOT)}/node_modules is missing (make test runs npm ci)"
+    elif not (folder / stamp).exists():
+        missing = f"{folder.relative_to(ROOT)}/{stamp} is missing (make test makes it)"
     if missing:
         if os.getenv("CI"):
             pytest.fail(f"{missing}: CI must run these tests")

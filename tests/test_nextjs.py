@@ -54,9 +54,9 @@ class Stack:
 def stack(postgres_database, tmp_path_factory):
     """scripts/demo.sh on free ports: the API on PostgreSQL, the frontend's Better Auth on a
     fresh SQLite file."""
-    require_node_packages(EXAMPLE)
+    require_node_packages(EXAMPLE, ".next/.built")
     stale = [str(path.relative_to(ROOT)) for path in SOURCES if path.name != "next-env.d.ts"
-             and (not BUILT.exists() or path.stat().st_mtime > BUILT.stat().st_mtime)]
+             and path.stat().st_mtime > BUILT.stat().st_mtime]
     if stale:
         pytest.fail(f"examples/nextjs is not built from its sources ({stale[0]}...): run make test")
     web_port, api_port = free_port(), free_port()
@@ -94,6 +94,7 @@ def context(browser, stack):  # noqa: F811 (browser is the imported fixture)
     """A browser profile of its own (one user); uncaught page errors fail the test."""
     context = browser.new_context(viewport={"width": 1000, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)  # a busy CI machine: a retry waits 0.5 s and more
     context.page_errors = []
     context.on("weberror", lambda error: context.page_errors.append(str(error.error)))
     yield context
@@ -147,7 +148,7 @@ def api_tasks(stack: Stack, token: str) -> list[dict]:
 def test_make_demo_serves_both_on_sqlite(tmp_path):
     """scripts/demo.sh as `make demo` runs it, with the API on its embedded SQLite default: a
     user signed up with Better Auth gets a jwt-plugin token that the API accepts."""
-    require_node_packages(EXAMPLE)
+    require_node_packages(EXAMPLE, ".next/.built")
     web_port, api_port = free_port(), free_port()
     env = {**os.environ, "WEB_PORT": str(web_port), "API_PORT": str(api_port),
            "DEMO_DATABASE_URL": f"sqlite:///{tmp_path}/todo.db",

@@ -1,6 +1,6 @@
 "use client";
 // The signed-in user's tasks, every call through the typed client (todo-api-client).
-import { useCallback, useEffect, useState, type FormEvent } from "react";
+import { useCallback, useEffect, useRef, useState, type FormEvent } from "react";
 import {
   ApiError, nextCursor, ok, withIdempotencyKey,
   type FieldError, type ListQuery, type Task, type TodoClient,
@@ -58,6 +58,7 @@ export function Tasks({ api }: Props) {
   const [error, setError] = useState<string | null>(null);
   const [notice, setNotice] = useState("");
   const cursor = cursors[cursors.length - 1] ?? null;
+  const loads = useRef(0); // numbers the list requests: only the latest one is shown
 
   const report = useCallback(({ error, notice }: Report) => {
     setError(error === undefined ? null : describe(error));
@@ -69,8 +70,10 @@ export function Tasks({ api }: Props) {
       status: filters.status, sort: filters.sort, limit: PAGE_SIZE,
       ...(filters.order && { order: filters.order }), ...(cursor && { cursor }),
     };
+    const asked = ++loads.current;
     try {
       const { data, response } = await ok(api.GET("/api/tasks", { params: { query } }));
+      if (asked !== loads.current) return; // a later list (other filters, a change) was asked for
       setTasks(data);
       setNext(nextCursor(response));
       setError(null);
