@@ -180,11 +180,10 @@ def test_make_demo_serves_both_on_sqlite(tmp_path):
         process.wait(20)
 
 
-def test_two_users_sign_up_and_each_manages_only_their_own_tasks(stack, context, browser):  # noqa: F811
-    page = context.new_page()
-    email = sign_up(page, stack.web, "Ada")
+def manage_tasks(page, screenshot_name: str) -> None:
+    """Create, sort, filter, edit, toggle, delete and reload through the UI, as a new user with
+    no tasks; leaves one task, "Walk the dog", done and due 2030-05-01."""
     expect(page.get_by_text("No tasks yet.")).to_be_visible()
-
     add(page, "Walk the dog", due="2030-05-01")
     expect(notice(page)).to_have_text("Added “Walk the dog”.")
     add(page, "Buy milk", description="oat, not cow")
@@ -228,7 +227,13 @@ def test_two_users_sign_up_and_each_manages_only_their_own_tasks(stack, context,
     page.reload()
     expect(titles(page)).to_have_text(["Walk the dog"])
     expect(page.get_by_role("checkbox", name="Walk the dog")).to_be_checked()
-    screenshot(page, "nextjs-first-user.png")
+    screenshot(page, screenshot_name)
+
+
+def test_two_users_sign_up_and_each_manages_only_their_own_tasks(stack, context, browser):  # noqa: F811
+    page = context.new_page()
+    email = sign_up(page, stack.web, "Ada")
+    manage_tasks(page, "nextjs-first-user.png")
 
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -236,30 +241,30 @@ def test_two_users_sign_up_and_each_manages_only_their_own_tasks(stack, context,
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(titles(page)).to_have_text(["Walk the dog"])
-    ada = token_of(context, stack.web)
-    stored = api_tasks(stack, ada)
-    assert [(t["title"], t["completed"], t["due_date"][:10]) for t in stored] == [
-        ("Walk the dog", True, "2030-05-01")]
 
-    other = browser.new_context()
+    other = browser.new_context()  # the second user, in a browser profile of their own
     try:
+        other.set_default_timeout(TIMEOUT_MS)
         page_b = other.new_page()
-        page_b.set_default_timeout(TIMEOUT_MS)
         sign_up(page_b, stack.web, "Bob")
-        expect(page_b.get_by_text("No tasks yet.")).to_be_visible()
-        add(page_b, "Bob's only task")
-        expect(titles(page_b)).to_have_text(["Bob's only task"])
-        screenshot(page_b, "nextjs-second-user.png")
+        manage_tasks(page_b, "nextjs-second-user.png")  # sees none of Ada's tasks
         bob = token_of(other, stack.web)
     finally:
         other.close()
+
+    ada = token_of(context, stack.web)
+    ada_tasks, bob_tasks = api_tasks(stack, ada), api_tasks(stack, bob)
+    for stored in (ada_tasks, bob_tasks):
+        assert [(t["title"], t["completed"], t["due_date"][:10]) for t in stored] == [
+            ("Walk the dog", True, "2030-05-01")]
+    assert ada_tasks[0]["id"] != bob_tasks[0]["id"]
     as_bob = {"Authorization": f"Bearer {bob}"}
     ada_id = jwt.decode(ada, options={"verify_signature": False})["sub"]
-    task_id = stored[0]["id"]
-    assert httpx.get(f"{stack.api}/api/tasks/{task_id}", headers=as_bob).status_code == 404
+    assert httpx.get(f"{stack.api}/api/tasks/{ada_tasks[0]['id']}", headers=as_bob).status_code == 404
     assert httpx.get(f"{stack.api}/api/{ada_id}/tasks", headers=as_bob).status_code == 403
     page.reload()
     expect(titles(page)).to_have_text(["Walk the dog"])
+    expect(page.locator("ul.tasks > li")).to_have_count(1)
 
 
 def test_pages_of_ten_with_next_and_previous(stack, context):
