@@ -168,6 +168,10 @@ def create_app() -> Starlette:
         Middleware(
             CORSMiddleware,
             allow_origins=_origins(),
+            # Browsers send fetch(..., {credentials: "include"}) only to an API that allows it;
+            # safe because only the Authorization header authenticates, never a cookie
+            # (docs/security.md: CORS and cookies). Starlette echoes the exact origin.
+            allow_credentials=True,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[
                 "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",

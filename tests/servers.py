@@ -1,6 +1,7 @@
 """Real servers for the tests: uvicorn processes of the app, and throwaway PostgreSQL databases."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,11 +14,27 @@ from pathlib import Path
 
 import httpx
 import psycopg2
-
-import migrations
+import pytest
 from sqlalchemy.engine import make_url
 
+import migrations
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_node_packages(folder: Path, stamp: str = "node_modules/.installed") -> None:
+    """Skip when Node or the packages of `folder` are missing (`make test` runs `npm ci` and
+    stamps node_modules/.installed, or what `stamp` names, e.g. a build); under CI that is a
+    failure."""
+    missing = None
+    if shutil.which("node") is None:
+        missing = "node is not installed"
+    elif not (folder / stamp).exists():
+        missing = f"{folder.relative_to(ROOT)}/{stamp} is missing (make test makes it)"
+    if missing:
+        if os.getenv("CI"):
+            pytest.fail(f"{missing}: CI must run these tests")
+        pytest.skip(missing)
 
 
 def free_port() -> int:
