@@ -29,11 +29,20 @@ def _json(content: bytes, status: int = 200, headers: dict[str, str] | None = No
     return Response(content, status, headers, media_type="application/json")
 
 
+def _decimal(text: str, max_digits: int) -> int | None:
+    """`text` as a number if it is 1 to `max_digits` ASCII digits, else None. `str.isdigit()`
+    alone also accepts digits `int()` refuses (superscripts such as "²") or reads (other
+    scripts' digits), so client text is checked as ASCII first."""
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _task_id(request: Request) -> int:
     """The path's task id; anything but a positive integer in range is 404 (no oracle)."""
-    raw = request.path_params["task_id"]
-    if len(raw) <= 10 and raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_TASK_ID:
-        return int(raw)
+    task_id = _decimal(request.path_params["task_id"], 10)
+    if task_id is not None and 0 < task_id <= MAX_TASK_ID:
+        return task_id
     raise ProblemError(404, "task not found")
 
 
@@ -68,8 +77,8 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise ProblemError(415, "send the body as JSON with Content-Type: application/json")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and (len(declared) > 9 or int(declared) > MAX_BODY_BYTES):
+    declared = _decimal(request.headers.get("content-length", ""), 20)
+    if declared is not None and declared > MAX_BODY_BYTES:
         raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     body = bytearray()
     async for chunk in request.stream():
@@ -108,10 +117,10 @@ def _if_match(request: Request, task_id: int) -> Versions:
         return "*"
     versions = []
     for tag in tags:
-        task, _, version = tag.strip('"').partition("-")
-        well_formed = tag.startswith('"') and tag.endswith('"') and version.isdigit()
-        if well_formed and task == str(task_id) and len(version) < 10:
-            versions.append(int(version))
+        task, _, digits = tag.strip('"').partition("-")
+        version = _decimal(digits, 9)
+        if tag.startswith('"') and tag.endswith('"') and task == str(task_id) and version is not None:
+            versions.append(version)
     return versions
 
 
