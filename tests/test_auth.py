@@ -1,6 +1,8 @@
 """Bearer tokens (SPEC.md: Authentication; RFC 6750, RFC 8725) and users created from claims."""
 
 import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -44,6 +46,34 @@ def test_missing_token_is_401_bearer(client, authorization):
     assert call(client, f"Bearer {new_user().token}").status_code == 200
 
 
+def signed_payload(payload: str) -> str:
+    """An HS256 token with the real secret over `payload`, JSON text as given (Infinity, NaN
+    and 400-digit numbers, which json.dumps would not write or would write differently)."""
+    header = b64({"alg": "HS256", "typ": "JWT"})
+    body = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
+    signature = hmac.new(SECRET.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def numeric_date_tokens(user: str) -> dict[str, str]:
+    """Signed tokens whose exp, nbf or iat is not a NumericDate (RFC 7519 section 2: a JSON
+    number of seconds): strings, booleans, null, numbers no float holds, Infinity, NaN."""
+    now, later = int(time.time()), int(time.time()) + 600
+    tokens = {}
+    for claim in ("exp", "nbf", "iat"):
+        valid = later if claim == "exp" else now
+        for name, value in {
+            "400 digits": "9" * 400, "minus 400 digits": "-" + "9" * 400, "1e400": "1e400",
+            "Infinity": "Infinity", "-Infinity": "-Infinity", "NaN": "NaN", "1e300": "1e300",
+            "a string of digits": f'"{valid}"', "true": "true", "false": "false", "null": "null",
+            "an array": f"[{valid}]", "past year 9999": "253402300800",
+        }.items():
+            claims = {"sub": json.dumps(user), "exp": str(later), claim: value}
+            payload = "{" + ", ".join(f'"{k}": {v}' for k, v in claims.items()) + "}"
+            tokens[f"{claim} {name}"] = signed_payload(payload)
+    return tokens
+
+
 def forged_tokens() -> dict[str, str]:
     user = "user-forged"
     good = make_token({"sub": user})
@@ -66,6 +96,7 @@ def forged_tokens() -> dict[str, str]:
         "no exp": jwt.encode({"sub": user}, SECRET, algorithm="HS256"),
         "exp not a number": jwt.encode({"sub": user, "exp": "tomorrow"}, SECRET, algorithm="HS256"),
         "iat in the future": make_token({"sub": user, "iat": int(time.time()) + 600}),
+        **numeric_date_tokens(user),
         "nbf in the future": make_token({"sub": user, "nbf": int(time.time()) + 600}),
         "no user id": make_token({"email": "a@example.com"}),
         "empty sub": make_token({"sub": ""}),
