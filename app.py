@@ -24,7 +24,11 @@ from handlers import docs, health, openapi, tasks
 from handlers.cursors import Cursors
 from handlers.errors import EXCEPTION_HANDLERS
 from middleware.auth import AuthMiddleware
-from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware
+from middleware.request_log import (
+    InternalErrorMiddleware,
+    OneLineFormatter,
+    RequestLogMiddleware,
+)
 from middleware.jwks import JWKSKeys
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
 from store import POOL_OVERFLOW, POOL_SIZE, SQLITE_DEFAULT, DatabaseUnavailable, Store
@@ -175,7 +179,9 @@ def _configure_logging() -> None:
     level = os.getenv("LOG_LEVEL", "INFO").upper()
     if not isinstance(logging.getLevelName(level), int):
         raise ConfigError(f"LOG_LEVEL {level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     access = logging.getLogger("uvicorn.access")
     access.handlers.clear()
     access.propagate = False

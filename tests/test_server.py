@@ -86,6 +86,23 @@ def test_a_path_cannot_forge_log_lines(server):
     assert len(ours) == 1 and ours[0].isprintable(), ours
 
 
+def test_claims_cannot_forge_log_lines(server):
+    """A signed `sub` holding CR, LF and other control characters reaches a log line (the
+    warning that another user holds the token's email): it is escaped there as in the request
+    line, so a token cannot write a fake line either."""
+    marker = f"forged-{time.time_ns()}"
+    shared = f"{marker}@example.com"
+    holder = new_user(email=shared)
+    intruder = new_user(sub=f"x\r\n{marker} INFO todo.request GET /api/tasks 200\x1b[2J\u2028",
+                        email=shared)
+    assert httpx.get(f"{server.url}/api/tasks", headers=holder.headers).status_code == 200
+    assert httpx.get(f"{server.url}/api/tasks", headers=intruder.headers).status_code == 200
+    time.sleep(0.2)
+    lines = [line for line in server.logs().splitlines() if marker in line]
+    assert lines and not any(line.startswith(marker) for line in lines), lines
+    assert all(line.isprintable() for line in lines), lines
+
+
 def test_client_leaving_mid_body_is_no_500(server, db):
     """A client that closes the connection halfway through its body stores nothing and leaves
     one 499 log line, not a traceback and a 500 (which would page someone for nothing)."""
