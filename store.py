@@ -223,6 +223,12 @@ def _drop_dead_connection(dbapi_connection, _record, _proxy) -> None:
         raise exc.DisconnectionError("server closed the idle connection")
 
 
+def _foreign_key_violation(error: exc.IntegrityError) -> bool:
+    """Whether `error` is a broken foreign key (SQLSTATE 23503; SQLite's own message)."""
+    code = getattr(error.orig, "pgcode", None)
+    return code == "23503" or "FOREIGN KEY constraint failed" in str(error.orig)
+
+
 def _refused_by_driver(error: ValueError) -> bool:
     """Whether psycopg2 refused a parameter before sending it: a NUL character, or text that
     cannot be encoded (lone surrogates)."""
@@ -316,33 +322,39 @@ class Store:
         """A block of queries for this user, whose row must exist (SPEC.md: users are created on
         the first authenticated call). A user this process has not yet stored with these claims
         is upserted as `ensure_user` does; on PostgreSQL the upsert travels inside the block's
-        first statement (a data-modifying CTE) instead of costing a round trip of its own."""
-        if self.engine.dialect.name != "postgresql":
-            self.ensure_user(user_id, email, name)
-            yield
-            return
-        if not self._knows(user_id, email, name):
-            self._pending.user = (user_id, email, name)
+        first statement (a data-modifying CTE) instead of costing a round trip of its own. A
+        user this process stored but whose row is gone (deleted in the database) is stored
+        again when a statement of the block needs the row (`_execute`)."""
+        self._pending.caller = (user_id, email, name)
         try:
+            if self.engine.dialect.name != "postgresql":
+                self.ensure_user(user_id, email, name)
+            elif not self._knows(user_id, email, name):
+                self._pending.user = (user_id, email, name)
             yield
         finally:
-            self._pending.user = None
+            self._pending.user = self._pending.caller = None
 
     def _execute(self, connection: Connection, statement, params: dict | None = None):
         """`connection.execute(statement, params)`, carrying the upsert `acting_for` left pending.
 
-        If the combined statement breaks a constraint (another user holds the email), none of it
-        happened: the user is stored as `ensure_user` stores it, then the statement runs alone.
+        If the statement breaks a constraint because of the caller's row (another user holds
+        the email the combined upsert wrote, or the row was deleted in the database since this
+        process stored it), none of it happened: the user is stored as `ensure_user` stores it,
+        then the statement runs again, alone.
         """
         claims = getattr(self._pending, "user", None)
-        if claims is None:
-            return connection.execute(statement, params)
-        self._pending.user = None
-        upsert = self._user_upsert(*claims, with_email=True).cte("caller_user")
         try:
+            if claims is None:
+                return connection.execute(statement, params)
+            self._pending.user = None
+            upsert = self._user_upsert(*claims, with_email=True).cte("caller_user")
             result = connection.execute(statement.add_cte(upsert), params)
-        except exc.IntegrityError:
-            self._store_user(connection, *claims)
+        except exc.IntegrityError as error:
+            caller = getattr(self._pending, "caller", None)
+            if caller is None or (claims is None and not _foreign_key_violation(error)):
+                raise
+            self._store_user(connection, *caller)
             return connection.execute(statement, params)
         self._remember(*claims)
         return result

@@ -12,6 +12,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
 
 from tests.conftest import FRONTEND, SECRET, make_token, new_user, rows, server_env
 from tests.servers import AppServer
@@ -210,6 +211,27 @@ def test_email_held_by_another_user_is_not_a_500(client, db):
     emails = rows(db, "SELECT id, email FROM users WHERE id IN (:a, :b) ORDER BY email",
                   a=first.id, b=second.id)
     assert {r["id"]: r["email"] for r in emails} == {first.id: shared, second.id: None}
+
+
+def test_user_row_deleted_in_the_database_is_recreated(client, db):
+    """An admin, a cascade from Better Auth's tables or an erasure deletes a user the server
+    has already stored: the next write recreates the row instead of breaking the foreign key
+    (the server's memory of stored users is only an optimisation)."""
+    user = new_user()
+    for round in range(3):
+        assert client.post("/api/tasks", json={"title": f"before {round}"},
+                           headers=user.headers).status_code == 201
+        with db.begin() as connection:
+            connection.execute(text("DELETE FROM tasks WHERE user_id = :id"), {"id": user.id})
+            connection.execute(text("DELETE FROM users WHERE id = :id"), {"id": user.id})
+        created = client.post("/api/tasks", json={"title": "after"}, headers=user.headers)
+        assert created.status_code == 201, created.text
+        assert [t["title"] for t in client.get("/api/tasks", headers=user.headers).json()] == [
+            "after"]
+        stored = rows(db, "SELECT email, name FROM users WHERE id = :id", id=user.id)
+        assert stored == [{"email": f"{user.id}@example.com", "name": "Test User"}]
+        with db.begin() as connection:  # the next round starts from a task of a stored user
+            connection.execute(text("DELETE FROM tasks WHERE user_id = :id"), {"id": user.id})
 
 
 class FakeJWKS:
