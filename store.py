@@ -311,7 +311,8 @@ class Store:
         """Create the user or refresh its email and name, race-free (INSERT ... ON CONFLICT).
 
         Skipped when this process already stored the same claims. If another user already holds
-        `email` (unique), the user is stored without it rather than failing the request.
+        `email` (unique), the user is stored without it rather than failing the request, and
+        each later request of the user tries the email again (the holder may have given it up).
         """
         if not self._knows(user_id, email, name):
             with self._connect() as connection:
@@ -366,6 +367,7 @@ class Store:
         except exc.IntegrityError:
             log.warning("email of user %s is held by another user; stored without it", user_id)
             connection.execute(self._user_upsert(user_id, email, name, with_email=False))
+            email = None  # remembered as stored: the next request tries the email again
         self._remember(user_id, email, name)
 
     def _knows(self, user_id: str, email: str | None, name: str | None) -> bool:

@@ -213,6 +213,21 @@ def test_email_held_by_another_user_is_not_a_500(client, db):
     assert {r["id"]: r["email"] for r in emails} == {first.id: shared, second.id: None}
 
 
+def test_email_given_up_by_its_holder_goes_to_the_user_whose_token_carries_it(client, db):
+    """The holder of an email changes it (a new token with another email): the next request
+    of the user whose token carries the old email stores it, whatever this process stored
+    before."""
+    shared = f"moved-{time.time_ns()}@example.com"
+    holder, taker = new_user(email=shared), new_user(email=shared)
+    for user in (holder, taker, taker):
+        assert client.get("/api/tasks", headers=user.headers).status_code == 200
+    moved = make_token({"sub": holder.id, "email": f"new-{shared}", "name": "Test User"})
+    assert client.get("/api/tasks", headers={"Authorization": f"Bearer {moved}"}).status_code == 200
+    assert client.post("/api/tasks", json={"title": "t"}, headers=taker.headers).status_code == 201
+    emails = rows(db, "SELECT id, email FROM users WHERE id IN (:a, :b)", a=holder.id, b=taker.id)
+    assert {r["id"]: r["email"] for r in emails} == {holder.id: f"new-{shared}", taker.id: shared}
+
+
 def test_user_row_deleted_in_the_database_is_recreated(client, db):
     """An admin, a cascade from Better Auth's tables or an erasure deletes a user the server
     has already stored: the next write recreates the row instead of breaking the foreign key
