@@ -191,6 +191,7 @@ def make_engine(url: str) -> Engine:
     )
     event.listen(engine, "connect", _postgres_on_connect)
     event.listen(engine, "checkout", _drop_dead_connection)
+    event.listen(engine, "handle_error", _renew_sessions_of_a_moved_server)
     return engine
 
 
@@ -206,6 +207,21 @@ def _postgres_on_connect(dbapi_connection, _record) -> None:
     # connection poolers such as PgBouncer reject.
     with dbapi_connection.cursor() as cursor:
         cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+
+
+# SQLSTATEs after which a session is of no further use, though it is still open (PostgreSQL
+# Appendix A): the server turned read-only (25006: a failover left the pool on a replica, or
+# default_transaction_read_only), or it is shutting down or not yet accepting work (57P01-03).
+RENEW_SESSIONS = {"25006", "57P01", "57P02", "57P03"}
+
+
+def _renew_sessions_of_a_moved_server(context) -> None:
+    """SQLAlchemy `handle_error` hook: treat RENEW_SESSIONS like a lost connection, so that
+    SQLAlchemy invalidates the whole pool (each connection is reopened at its next checkout,
+    against the writable server a failover points the host at) and Store maps the error to
+    DatabaseUnavailable (503) instead of a 500."""
+    if getattr(context.original_exception, "pgcode", None) in RENEW_SESSIONS:
+        context.is_disconnect = True
 
 
 def _drop_dead_connection(dbapi_connection, _record, _proxy) -> None:
@@ -297,9 +313,18 @@ class Store:
                     CreateIndex(index, if_not_exists=True)(table, connection)
 
     def ping(self) -> None:
-        """One trivial query; raises DatabaseUnavailable if the database does not answer."""
+        """One trivial query; raises DatabaseUnavailable if the database does not answer or,
+        PostgreSQL, answers read-only (then every pooled session is renewed, as after a write
+        refused for that reason: a session keeps the read-only default it started with)."""
         with self._connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
+            if self.engine.dialect.name != "postgresql":
+                connection.exec_driver_sql("SELECT 1")
+                return
+            read_only = connection.exec_driver_sql(
+                "SELECT current_setting('transaction_read_only')").scalar() == "on"
+        if read_only:
+            self.engine.dispose()
+            raise DatabaseUnavailable("the database is read-only")
 
     def dispose(self) -> None:
         """Close every pooled connection."""
