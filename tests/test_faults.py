@@ -263,82 +263,74 @@ def assert_recovers(server: AppServer, api: Api, task: dict) -> None:
 
 
 @pytest.fixture
-def cluster_server(cluster):
+def on_cluster(cluster):
+    """The app on the private cluster, a user of it and one of the user's tasks; no traceback
+    may reach the log."""
     server = AppServer(server_env(cluster.url(sslmode="require"))).start()
-    yield server
-    server.stop()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            api = Api(http, new_user(), "A")
+            yield server, api, api.new_task()
+        assert "Traceback" not in server.logs()
+    finally:
+        server.stop()
 
 
-def test_read_only_database_is_503_and_not_ready_then_recovers(cluster, cluster_server):
+def test_read_only_database_is_503_and_not_ready_then_recovers(cluster, on_cluster):
     """A failover to a replica, or `default_transaction_read_only`: every write and a new
     user's first request (its row cannot be stored) are 503 with Retry-After, /ready is 503,
     reads of known users still work; once writable, full service returns without a restart."""
-    server = cluster_server
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        api = Api(http, new_user(), "A")
-        task = api.new_task()
-        with role_setting(cluster, "ALTER ROLE todo SET default_transaction_read_only = on",
-                          "ALTER ROLE todo RESET default_transaction_read_only"):
-            for response in (
-                api.create({"title": "t"}), api.update(task["id"], {"title": "u"}),
-                api.update(task["id"], {"title": "u"}, method="PATCH"), api.toggle(task["id"]),
-                api.delete(task["id"]), Api(http, new_user(), "A").list(),
-                api.create({"title": "t"}, headers={"Idempotency-Key": "read-only"}),
-                httpx.get(f"{server.url}/ready"),
-            ):
-                assert_unavailable(response)
-            assert api.get(task["id"]).json() == task
-            assert api.list().status_code == 200
-        terminate_role_connections(cluster)  # the replica's sessions end with the failover
-        assert_recovers(server, api, task)
-    assert "Traceback" not in server.logs()
+    server, api, task = on_cluster
+    with role_setting(cluster, "ALTER ROLE todo SET default_transaction_read_only = on",
+                      "ALTER ROLE todo RESET default_transaction_read_only"):
+        for response in (
+            api.create({"title": "t"}), api.update(task["id"], {"title": "u"}),
+            api.update(task["id"], {"title": "u"}, method="PATCH"), api.toggle(task["id"]),
+            api.delete(task["id"]), Api(api.client, new_user(), "A").list(),
+            api.create({"title": "t"}, headers={"Idempotency-Key": "read-only"}),
+            httpx.get(f"{server.url}/ready"),
+        ):
+            assert_unavailable(response)
+        assert api.get(task["id"]).json() == task
+        assert api.list().status_code == 200
+    terminate_role_connections(cluster)  # the replica's sessions end with the failover
+    assert_recovers(server, api, task)
 
 
-def test_read_only_sessions_left_in_the_pool_recover_without_a_restart(cluster, cluster_server):
+def test_read_only_sessions_left_in_the_pool_recover_without_a_restart(cluster, on_cluster):
     """The database turns writable again while the pool still holds read-only sessions (no
     failover closed them): the first write on one is 503 and renews the pool, /ready too."""
-    server = cluster_server
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        api = Api(http, new_user(), "A")
-        task = api.new_task()
-        with role_setting(cluster, "ALTER ROLE todo SET default_transaction_read_only = on",
-                          "ALTER ROLE todo RESET default_transaction_read_only"):
-            assert_unavailable(api.toggle(task["id"]))
-        assert_recovers(server, api, task)
+    server, api, task = on_cluster
+    with role_setting(cluster, "ALTER ROLE todo SET default_transaction_read_only = on",
+                      "ALTER ROLE todo RESET default_transaction_read_only"):
+        assert_unavailable(api.toggle(task["id"]))
+    assert_recovers(server, api, task)
 
 
-def test_connection_limit_is_503_then_recovers(cluster, cluster_server):
+def test_connection_limit_is_503_then_recovers(cluster, on_cluster):
     """No connection allowed (`too many connections for role`, SQLSTATE 53300, as when a
     plan's connection limit is reached): 503 with Retry-After and /ready 503, then recovery."""
-    server = cluster_server
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        api = Api(http, new_user(), "A")
-        task = api.new_task()
-        with role_setting(cluster, "ALTER ROLE todo CONNECTION LIMIT 0",
-                          "ALTER ROLE todo CONNECTION LIMIT -1"):
-            for response in (api.list(), api.toggle(task["id"]), httpx.get(f"{server.url}/ready")):
-                assert_unavailable(response)
-        assert_recovers(server, api, task)
-    assert "Traceback" not in server.logs()
+    server, api, task = on_cluster
+    with role_setting(cluster, "ALTER ROLE todo CONNECTION LIMIT 0",
+                      "ALTER ROLE todo CONNECTION LIMIT -1"):
+        for response in (api.list(), api.toggle(task["id"]), httpx.get(f"{server.url}/ready")):
+            assert_unavailable(response)
+    assert_recovers(server, api, task)
 
 
-def test_serialization_failures_are_503_never_500(cluster, cluster_server):
+def test_serialization_failures_are_503_never_500(cluster, on_cluster):
     """A role whose transactions are SERIALIZABLE: concurrent toggles of one task fail with
     SQLSTATE 40001 (could not serialize access); each is 503 with Retry-After or succeeds, and
     the task's state is the one its successful toggles predict."""
-    server = cluster_server
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        api = Api(http, new_user(), "A")
-        task = api.new_task()
-        with role_setting(cluster, "ALTER ROLE todo SET default_transaction_isolation = serializable",
-                          "ALTER ROLE todo RESET default_transaction_isolation"):
-            with ThreadPoolExecutor(20) as pool:
-                responses = list(pool.map(lambda _: api.toggle(task["id"]), range(40)))
-            for response in responses:
-                if response.status_code != 200:
-                    assert_unavailable(response)
-            toggled = sum(r.status_code == 200 for r in responses)
-            assert api.get(task["id"]).json()["completed"] is (toggled % 2 == 1)
-        terminate_role_connections(cluster)
-        assert_recovers(server, api, task)
-    assert "Traceback" not in server.logs()
+    server, api, task = on_cluster
+    with role_setting(cluster, "ALTER ROLE todo SET default_transaction_isolation = serializable",
+                      "ALTER ROLE todo RESET default_transaction_isolation"):
+        with ThreadPoolExecutor(20) as pool:
+            responses = list(pool.map(lambda _: api.toggle(task["id"]), range(40)))
+        for response in responses:
+            if response.status_code != 200:
+                assert_unavailable(response)
+        toggled = sum(r.status_code == 200 for r in responses)
+        assert api.get(task["id"]).json()["completed"] is (toggled % 2 == 1)
+    terminate_role_connections(cluster)
+    assert_recovers(server, api, task)
