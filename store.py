@@ -31,6 +31,7 @@ from sqlalchemy import (
     exc,
     func,
     inspect,
+    literal_column,
     not_,
     or_,
     text,
@@ -39,6 +40,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.schema import CreateColumn, CreateIndex
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel, create_engine, delete, insert, select, update
@@ -69,13 +72,41 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class utc_wall_time(FunctionElement):
+    """`timezone('UTC', <timestamptz>)` on PostgreSQL: the instant as UTC wall time (a
+    timestamp without time zone), whatever the session's TimeZone; the value itself elsewhere."""
+
+    name = "utc_wall_time"
+    inherit_cache = True
+
+
+@compiles(utc_wall_time)
+def _utc_wall_time(element, compiler, **kw) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(utc_wall_time, "postgresql")
+def _utc_wall_time_postgresql(element, compiler, **kw) -> str:
+    return f"timezone('UTC', {compiler.process(element.clauses, **kw)})"
+
+
 class UTCTimestamp(TypeDecorator):
-    """A timestamp with time zone that reads back as an aware UTC datetime on both databases:
-    SQLite keeps no zone (its values are UTC, naive) and PostgreSQL answers in the session's
-    TimeZone, which a server or pooler may set to anything (SPEC.md: Data, times are UTC)."""
+    """A timestamp with time zone that reads back as an aware UTC datetime on both databases.
+
+    SQLite keeps no zone (its values are UTC, naive). PostgreSQL would answer in the session's
+    TimeZone, which a server, a Neon project or a DBA may set to anything, and in which the
+    extremes of the range leave the years Python can read (0001-01-01 UTC is year 0 in New York,
+    9999-12-31 23:59 UTC year 10000 in Tokyo). So every selected or returned column of this
+    type is converted to UTC wall time in the statement itself (`column_expression`): unlike a
+    session `SET TIME ZONE`, this holds behind a transaction pooler (docs/security.md)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def column_expression(self, column):
+        expression = utc_wall_time(column)
+        expression.type = self
+        return expression
 
     def process_result_value(self, value: datetime | None, _dialect) -> datetime | None:
         if value is None or value.tzinfo is timezone.utc:
@@ -579,7 +610,7 @@ class Store:
                     connection.execute(_record_response(user_id, key, status, _row_json(row)))
             else:
                 written = statement.cte("written")
-                as_json = cast(func.row_to_json(written.table_valued()), Text)
+                as_json = cast(func.json_build_object(*_json_members(written)), Text)
                 record = (
                     _record_response(user_id, key, status, as_json)
                     .where(written.c.id.is_not(None))
@@ -595,6 +626,17 @@ def _record_response(user_id: str, key: str, status: int, response):
         .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
         .values(status=status, response=response)
     )
+
+
+def _json_members(written) -> list:
+    """Arguments of json_build_object for a task row of `written`: name, value, ...; times as
+    UTC wall time, which JSON writes without an offset, so the session's TimeZone cannot make
+    them unreadable (UTCTimestamp)."""
+    members = []
+    for column in written.c:
+        value = utc_wall_time(column) if isinstance(column.type, UTCTimestamp) else column
+        members += [literal_column(f"'{column.name}'"), value]
+    return members
 
 
 def _row_json(row) -> str:
