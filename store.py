@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from threading import Lock, local
+from threading import Lock, RLock, local
 
 from sqlalchemy import (
     Column,
@@ -204,6 +204,7 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": POOL_TIMEOUT},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
+        _queue_sqlite_writers(engine)
         return engine
     engine = create_engine(
         url,
@@ -231,6 +232,33 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _queue_sqlite_writers(engine: Engine) -> None:
+    """Make the writers of this process take turns on SQLite's one write lock.
+
+    Left to SQLite, concurrent writers each retry on their own until `timeout` (its busy
+    handler sleeps and polls, so some lose every time and give up with "database is locked").
+    Here a connection takes a process-wide lock before its first statement that is not a
+    SELECT and keeps it until it goes back to the pool (its statements are autocommit, so the
+    write is then committed and its rows read): writers wait in line, without polling, and
+    SQLite's own wait only arbitrates between processes. Readers never wait (WAL).
+    """
+    lock = RLock()  # re-entrant: a thread never waits for a lock it holds
+
+    def before_cursor_execute(connection, _cursor, statement, *_args) -> None:
+        if connection.info.get("writing") or statement.lstrip()[:6].upper() == "SELECT":
+            return
+        if not lock.acquire(timeout=POOL_TIMEOUT):
+            raise exc.TimeoutError(f"no turn to write within {POOL_TIMEOUT} s")
+        connection.info["writing"] = True
+
+    def checkin(_dbapi_connection, record) -> None:
+        if record.info.pop("writing", False):
+            lock.release()
+
+    event.listen(engine, "before_cursor_execute", before_cursor_execute)
+    event.listen(engine, "checkin", checkin)
 
 
 def _postgres_on_connect(dbapi_connection, _record) -> None:
