@@ -166,6 +166,9 @@ def create_app() -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    # No redirect of `/api/tasks/` to `/api/tasks`: Starlette would build it from the client's
+    # Host header, always http://; a trailing slash is 404 like any other unknown path.
+    app.router.redirect_slashes = False
     app.state.store = store
     app.state.cursors = Cursors(_cursor_key())
     return app

@@ -6,6 +6,7 @@ same after checking the path's user is the token's user (else 403, before any qu
 
 import functools
 import hashlib
+from urllib.parse import quote
 from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
@@ -73,10 +74,15 @@ def for_path_user(endpoint: Callable) -> Callable:
 
 
 async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
-    """The request body validated as `model`: JSON only (415), at most 64 KiB (413), 400 else."""
+    """The request body validated as `model`: JSON only, without Content-Encoding (415), at
+    most 64 KiB (413), 400 else."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise ProblemError(415, "send the body as JSON with Content-Type: application/json")
+    if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        # Not decompressed (no bound on what a small gzip body expands to): RFC 9110 15.5.16.
+        raise ProblemError(415, "send the body without Content-Encoding",
+                           headers={"Accept-Encoding": "identity"})
     declared = _decimal(request.headers.get("content-length", ""), 20)
     if declared is not None and declared > MAX_BODY_BYTES:
         raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
@@ -148,8 +154,10 @@ async def list_tasks(request: Request) -> Response:
     body = TASK_LIST_JSON.dump_json(page)
     headers = {"ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"'}
     if len(rows) > query.limit:
+        # A relative reference (RFC 8288 section 3.1): nothing the client sends (Host) or a
+        # proxy changes (the scheme) goes into it.
         next_page = request.url.include_query_params(cursor=cursors.encode(user_id, query, page[-1]))
-        headers["Link"] = f'<{next_page}>; rel="next"'
+        headers["Link"] = f'<{quote(request.scope["path"])}?{next_page.query}>; rel="next"'
     if _not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     return _json(body, headers=headers)

@@ -139,6 +139,20 @@ def test_100_kb_authorization_header_is_401_from_the_app(client, token):
     assert call(client, f"Bearer {new_user().token}").status_code == 200
 
 
+def test_two_authorization_headers_are_400(server):
+    """Two `Authorization` headers (RFC 9110 section 5.3 allows one value only): which one a
+    proxy in front used cannot be known, so neither is: 400, whatever their tokens."""
+    mine, other = new_user(), new_user()
+    for pair in ((mine.token, other.token), (mine.token, mine.token), (mine.token, "garbage")):
+        headers = [("Authorization", f"Bearer {token}") for token in pair]
+        with httpx.Client(base_url=server.url) as http:
+            for method, path in (("GET", "/api/tasks"), ("POST", "/api/tasks"),
+                                 ("GET", f"/api/{mine.id}/tasks")):
+                response = http.request(method, path, headers=headers, json={"title": "t"})
+                assert_problem(response, 400)
+    assert httpx.get(f"{server.url}/api/tasks", headers=mine.headers).json() == []
+
+
 def test_expired_within_leeway_is_accepted(client):
     token = make_token({"sub": new_user().id}, lifetime=-10)
     assert call(client, f"Bearer {token}").status_code == 200

@@ -103,6 +103,23 @@ def test_claims_cannot_forge_log_lines(server):
     assert all(line.isprintable() for line in lines), lines
 
 
+@pytest.mark.parametrize("path", ["/api/tasks/", "/health/", "/ready/", "/api/tasks/1/",
+                                  "/api/tasks/1/complete/", "/openapi.json/", "/api/u/tasks/"])
+def test_trailing_slash_is_404_never_a_redirect(server, path):
+    """No redirect to a URL built from the client's `Host` (and always http://): a path with a
+    trailing slash names no resource, 404 problem details (401 first under /api without a
+    token, as for any path there)."""
+    user = new_user()
+    for headers in ({}, user.headers, {**user.headers, "Host": "evil.example"}):
+        expected = 401 if path.startswith("/api") and not headers else 404
+        for method in ("GET", "POST", "PATCH"):
+            response = httpx.request(method, f"{server.url}{path}", headers=headers,
+                                     follow_redirects=False)
+            assert response.status_code == expected, (method, path, response.status_code)
+            assert "location" not in response.headers
+            assert response.headers["content-type"] == "application/problem+json"
+
+
 def test_client_leaving_mid_body_is_no_500(server, db):
     """A client that closes the connection halfway through its body stores nothing and leaves
     one 499 log line, not a traceback and a 500 (which would page someone for nothing)."""
