@@ -6,9 +6,10 @@ same after checking the path's user is the token's user (else 403, before any qu
 
 import functools
 import hashlib
-from urllib.parse import quote
 from collections.abc import Callable
+from urllib.parse import quote
 
+import anyio
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -22,6 +23,7 @@ from schemas.tasks import TASK_LIST_JSON, ListQuery, TaskCreate, TaskUpdate, tas
 from store import Store, Versions
 
 MAX_BODY_BYTES = 64 * 1024  # SPEC.md: bodies over 64 KiB are 413
+BODY_TIMEOUT_SECONDS = 10  # a declared body must arrive within this (408), however slowly sent
 MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
 MAX_TASK_ID = 2**31 - 1  # PostgreSQL integer
 
@@ -75,7 +77,7 @@ def for_path_user(endpoint: Callable) -> Callable:
 
 async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
     """The request body validated as `model`: JSON only, without Content-Encoding (415), at
-    most 64 KiB (413), 400 else."""
+    most 64 KiB (413), complete within BODY_TIMEOUT_SECONDS (408), 400 else."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise ProblemError(415, "send the body as JSON with Content-Type: application/json")
@@ -87,10 +89,16 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
     if declared is not None and declared > MAX_BODY_BYTES:
         raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        with anyio.fail_after(BODY_TIMEOUT_SECONDS):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        # RFC 9110 section 15.5.9; the unread rest of the body makes the connection unusable.
+        raise ProblemError(408, f"the request body did not arrive within {BODY_TIMEOUT_SECONDS} s",
+                           headers={"Connection": "close"}) from None
     if not body.strip():
         raise ProblemError(400, "request body is empty; send a JSON object")
     try:
