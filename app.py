@@ -10,15 +10,18 @@ import os
 import secrets
 import sys
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio.to_thread
 from jwt import PyJWKClientError
+from sqlalchemy.engine import make_url
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handlers import docs, health, openapi, tasks
 from handlers.cursors import Cursors
@@ -31,7 +34,14 @@ from middleware.request_log import (
 )
 from middleware.jwks import JWKSKeys
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
-from store import POOL_OVERFLOW, POOL_SIZE, SQLITE_DEFAULT, DatabaseUnavailable, Store
+from store import (
+    POOL_OVERFLOW,
+    POOL_SIZE,
+    SQLITE_DEFAULT,
+    DatabaseUnavailable,
+    Store,
+    normalize_url,
+)
 
 MIN_SECRET_BYTES = 32
 PURGE_INTERVAL_SECONDS = 3600
@@ -44,6 +54,53 @@ THREADS = 2 * (POOL_SIZE + POOL_OVERFLOW)
 
 class ConfigError(Exception):
     """The environment does not describe a runnable server; the message says how to fix it."""
+
+
+class StartupError(Exception):
+    """The database cannot be used at start-up; the message names it and says what to do."""
+
+
+def _startup_error(url: str, error: DatabaseUnavailable) -> StartupError:
+    """What to tell an operator whose database failed the start-up: the SQLite file's path or
+    PostgreSQL's host, port and database (never the password), the database's own words, and
+    what to check."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "").resolve()
+        if not path.parent.is_dir():
+            return StartupError(f"the directory of the SQLite file {path} does not exist: "
+                                "create it, or set DATABASE_URL to a file in a writable directory")
+        return StartupError(f"cannot use the SQLite file {path} ({error}): make the file and its "
+                            "directory writable, or set DATABASE_URL to another path")
+    where = f"{parsed.host}:{parsed.port or 5432}/{parsed.database}"
+    if "statement timeout" in str(error):
+        return StartupError(
+            f"a statement on {where} was cancelled by the role's statement_timeout ({error}): "
+            f"raise it, e.g. ALTER ROLE {parsed.username} SET statement_timeout = '10s'")
+    return StartupError(f"cannot use the database at {where} ({error}): check DATABASE_URL "
+                        "and that the database is running and accepts connections")
+
+
+class OneLineStartupFailure:
+    """Outermost ASGI layer: a start-up that fails with StartupError is reported to the server
+    as that one line (uvicorn logs it, then exits), not as Starlette's traceback of it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_one_line(message: Message) -> None:
+            # Starlette sends startup.failed while handling the exception, so it is current.
+            error = sys.exc_info()[1]
+            if message["type"] == "lifespan.startup.failed" and isinstance(error, StartupError):
+                message = {**message, "message": f"todo-api: {error}"}
+            await send(message)
+
+        await self.app(scope, receive, send_one_line)
 
 
 def task_routes(prefix: str, wrap=lambda endpoint: endpoint) -> list[Route]:
@@ -126,14 +183,18 @@ async def _purge_idempotency_keys(store: Store) -> None:
 
 def create_app() -> Starlette:
     """The application, configured from the environment. Raises ConfigError."""
-    store = Store(os.getenv("DATABASE_URL") or SQLITE_DEFAULT)
+    url = os.getenv("DATABASE_URL") or SQLITE_DEFAULT
+    store = Store(url)
     verify = _verifier()
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
-        store.create_tables()
-        store.purge_keys()
+        try:
+            store.create_tables()
+            store.purge_keys()
+        except DatabaseUnavailable as error:
+            raise _startup_error(url, error) from None
         purging = asyncio.create_task(_purge_idempotency_keys(store))
         yield
         purging.cancel()
@@ -142,6 +203,7 @@ def create_app() -> Starlette:
     # Outermost first: every request is logged, CORS preflights too; a 500 still gets CORS
     # headers; only authenticated requests reach the routes.
     middleware = [
+        Middleware(OneLineStartupFailure),
         Middleware(RequestLogMiddleware),
         Middleware(
             CORSMiddleware,

@@ -19,6 +19,7 @@ from store import CONNECT_TIMEOUT, POOL_OVERFLOW, POOL_SIZE, POOL_TIMEOUT, STATE
 from tests.conftest import Api, new_user, server_env
 from tests.pgcluster import PostgresCluster
 from tests.servers import AppServer
+from tests.test_server import assert_one_clear_line
 from tests.test_validation import assert_problem
 
 POOL = POOL_SIZE + POOL_OVERFLOW  # connections per worker
@@ -334,3 +335,29 @@ def test_serialization_failures_are_503_never_500(cluster, on_cluster):
         assert api.get(task["id"]).json()["completed"] is (toggled % 2 == 1)
     terminate_role_connections(cluster)
     assert_recovers(server, api, task)
+
+
+def test_role_with_a_1_ms_statement_timeout(cluster):
+    """A role whose statement_timeout is 1 ms. Each session of the server sets its own limit
+    (store.STATEMENT_TIMEOUT_MS) first, but that SET itself runs under the 1 ms limit, which a
+    busy machine exceeds now and then: so either the server starts and serves, or it refuses to
+    start with one line naming the host and the setting to raise; never a traceback."""
+    with role_setting(cluster, "ALTER ROLE todo SET statement_timeout = 1",
+                      "ALTER ROLE todo RESET statement_timeout"):
+        server = AppServer(server_env(cluster.url(sslmode="require"))).start(wait=False)
+        try:
+            try:
+                server.wait_ready()
+            except RuntimeError:
+                assert_one_clear_line(server.logs(), f"localhost:{cluster.port}/todo",
+                                      "ALTER ROLE todo SET statement_timeout")
+                return
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                api = Api(http, new_user(), "A")
+                task = api.new_task()
+                for response in (api.toggle(task["id"]), api.list()):
+                    if response.status_code != 200:
+                        assert_unavailable(response)
+            assert "Traceback" not in server.logs()
+        finally:
+            server.stop()

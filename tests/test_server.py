@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import SECRET, Api, new_user, rows, server_env
 from middleware.slow_clients import HEAD_TIMEOUT_SECONDS
-from tests.servers import ROOT, AppServer, procfile_options
+from tests.servers import ROOT, AppServer, free_port, procfile_options
 from tests.pgwire import RoundTripProxy
 
 
@@ -34,6 +34,31 @@ def test_refuses_to_start_without_a_usable_secret(tmp_path, secret, message):
     output = start_failure(env)
     assert message in output
     assert "Traceback" not in output
+
+
+def assert_one_clear_line(output: str, *words: str) -> None:
+    """A start-up refusal: no traceback, and one line that says all of `words`."""
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if all(word in line for word in words)]
+    assert len(lines) == 1, output
+    assert len(output.splitlines()) <= 6, output
+
+
+@pytest.mark.parametrize("path,words", [
+    ("/tmp/no-such-directory-{n}/todo.db", ["/tmp/no-such-directory-", "does not exist"]),
+    ("/proc/todo-{n}.db", ["/proc/todo-", "DATABASE_URL"]),
+], ids=["missing directory", "read-only file system"])
+def test_unusable_sqlite_path_is_one_clear_line(path, words):
+    path = path.format(n=time.time_ns())
+    assert_one_clear_line(start_failure(server_env(f"sqlite:///{path}")), *words)
+
+
+def test_unreachable_database_at_start_is_one_clear_line():
+    port = free_port()  # nothing listens there
+    password = f"pw-{time.time_ns()}"
+    output = start_failure(server_env(f"postgresql://todo:{password}@127.0.0.1:{port}/todo"))
+    assert_one_clear_line(output, f"127.0.0.1:{port}/todo", "DATABASE_URL")
+    assert password not in output
 
 
 def test_refuses_bad_log_level(tmp_path):
