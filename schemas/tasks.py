@@ -25,8 +25,15 @@ DESCRIPTION_MAX = 1000
 # Unicode White_Space, which `strip_whitespace` removes (pydantic-core trims with Rust's
 # `str::trim`). Python's `\s` also matches U+001C-U+001F, so the class is spelled out.
 _SPACE = r"\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_EDGE = rf"[^{_SPACE}\x00]"  # the first and the last character left after trimming
-TITLE_PATTERN = rf"^[{_SPACE}]*{_EDGE}(?:[^\x00]{{0,{TITLE_MAX - 2}}}{_EDGE})?[{_SPACE}]*$"
+#
+# A character is a code point, as for the server (Python's str) and JSON Schema's maxLength. An
+# ECMA-262 pattern without the `u` flag reads UTF-16 code units instead, where an emoji is two,
+# so each character is spelled as "a surrogate pair, or one code unit that is not a surrogate":
+# one code point under both readings and under Python's `re`, and the counts below agree.
+_PAIR = r"[\uD800-\uDBFF][\uDC00-\uDFFF]"
+_CHAR = rf"(?:{_PAIR}|[^\x00\uD800-\uDFFF])"  # any character but NUL
+_EDGE = rf"(?:{_PAIR}|[^{_SPACE}\x00\uD800-\uDFFF])"  # the first and last left after trimming
+TITLE_PATTERN = rf"^[{_SPACE}]*{_EDGE}(?:{_CHAR}{{0,{TITLE_MAX - 2}}}{_EDGE})?[{_SPACE}]*$"
 NO_NUL_PATTERN = r"^[^\x00]*$"
 
 
