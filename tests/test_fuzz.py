@@ -16,7 +16,7 @@ from tests.conftest import Api, new_user
 from tests.test_auth import signed_payload
 from tests.test_validation import assert_problem
 
-FUZZ = settings(max_examples=80, deadline=None, database=None,
+FUZZ = settings(max_examples=80, deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Any character, lone surrogates and NUL included (json.dumps escapes them as \ud800, \u0000).
