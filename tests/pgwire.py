@@ -26,6 +26,7 @@ class RoundTripProxy:
         self.target = target
         self.delay = delay
         self.round_trips = 0
+        self.queries: list[str] = []  # SQL of every simple Query since reset(), as sent
         self.connections = 0
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -37,6 +38,7 @@ class RoundTripProxy:
     def reset(self) -> None:
         with self._lock:
             self.round_trips = 0
+            self.queries = []
 
     def _accept(self) -> None:
         while True:
@@ -86,6 +88,8 @@ class RoundTripProxy:
                     if kind in WAITING_MESSAGES:
                         with self._lock:
                             self.round_trips += 1
+                            if kind == ord("Q"):  # psycopg2 sends every statement this way
+                                self.queries.append(buffer[5 : length].decode(errors="replace"))
                     buffer = buffer[1 + length :]
                 if self.delay:
                     time.sleep(self.delay)
