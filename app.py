@@ -7,13 +7,13 @@ Configuration); see `.env.example`.
 import asyncio
 import logging
 import os
-import secrets
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio.to_thread
 from jwt import PyJWKClientError
+from sqlalchemy import exc
 from sqlalchemy.engine import make_url
 
 from starlette.applications import Starlette
@@ -21,8 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import migrations
 from handlers import docs, health, openapi, tasks
 from handlers.cursors import Cursors
 from handlers.errors import EXCEPTION_HANDLERS
@@ -35,16 +35,13 @@ from middleware.request_log import (
 from middleware.jwks import JWKSKeys
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
 from store import (
-    POOL_OVERFLOW,
-    POOL_SIZE,
-    SQLITE_DEFAULT,
-    DatabaseUnavailable,
-    Store,
+    POOL_OVERFLOW, POOL_SIZE, PURGE_BATCH, SQLITE_DEFAULT, DatabaseUnavailable, Store,
     normalize_url,
 )
 
 MIN_SECRET_BYTES = 32
 PURGE_INTERVAL_SECONDS = 3600
+PURGE_PAUSE_SECONDS = 0.1  # between two purge batches, so a backlog never hogs the database
 # Worker threads for the blocking store calls (run_in_threadpool; anyio's default is 40, set here
 # so it stays tied to the pool): more threads than pooled connections, so under overload the pool
 # runs out first and a request waits at most store.POOL_TIMEOUT for a connection, then gets 503,
@@ -56,51 +53,25 @@ class ConfigError(Exception):
     """The environment does not describe a runnable server; the message says how to fix it."""
 
 
-class StartupError(Exception):
-    """The database cannot be used at start-up; the message names it and says what to do."""
-
-
-def _startup_error(url: str, error: DatabaseUnavailable) -> StartupError:
+def _startup_error(url: str, reason: str) -> ConfigError:
     """What to tell an operator whose database failed the start-up: the SQLite file's path or
-    PostgreSQL's host, port and database (never the password), the database's own words, and
-    what to check."""
+    PostgreSQL's host, port and database (never the password), the database's own words
+    (`reason`), and what to do."""
     parsed = make_url(normalize_url(url))
     if parsed.get_backend_name() == "sqlite":
         path = Path(parsed.database or "").resolve()
         if not path.parent.is_dir():
-            return StartupError(f"the directory of the SQLite file {path} does not exist: "
+            return ConfigError(f"the directory of the SQLite file {path} does not exist: "
                                 "create it, or set DATABASE_URL to a file in a writable directory")
-        return StartupError(f"cannot use the SQLite file {path} ({error}): make the file and its "
+        return ConfigError(f"cannot use the SQLite file {path} ({reason}): make the file and its "
                             "directory writable, or set DATABASE_URL to another path")
     where = f"{parsed.host}:{parsed.port or 5432}/{parsed.database}"
-    if "statement timeout" in str(error):
-        return StartupError(
-            f"a statement on {where} was cancelled by the role's statement_timeout ({error}): "
+    if "statement timeout" in reason:
+        return ConfigError(
+            f"a statement on {where} was cancelled by the role's statement_timeout ({reason}): "
             f"raise it, e.g. ALTER ROLE {parsed.username} SET statement_timeout = '10s'")
-    return StartupError(f"cannot use the database at {where} ({error}): check DATABASE_URL "
+    return ConfigError(f"cannot use the database at {where} ({reason}): check DATABASE_URL "
                         "and that the database is running and accepts connections")
-
-
-class OneLineStartupFailure:
-    """Outermost ASGI layer: a start-up that fails with StartupError is reported to the server
-    as that one line (uvicorn logs it, then exits), not as Starlette's traceback of it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_one_line(message: Message) -> None:
-            # Starlette sends startup.failed while handling the exception, so it is current.
-            error = sys.exc_info()[1]
-            if message["type"] == "lifespan.startup.failed" and isinstance(error, StartupError):
-                message = {**message, "message": f"todo-api: {error}"}
-            await send(message)
-
-        await self.app(scope, receive, send_one_line)
 
 
 def task_routes(prefix: str, wrap=lambda endpoint: endpoint) -> list[Route]:
@@ -161,24 +132,47 @@ def _verifier() -> Verifier:
     return make_verifier(SecretVerifier(secret) if secret else None, jwks)
 
 
-def _cursor_key() -> bytes:
-    """Signing key of list cursors: derived from BETTER_AUTH_SECRET, so every worker and restart
-    agrees; a JWKS-only deployment gets a random key per process (cursors then only work
-    within one worker)."""
-    secret = os.getenv("BETTER_AUTH_SECRET")
-    return secret.encode() if secret else secrets.token_bytes(32)
+def _cursor_key(store: Store) -> bytes:
+    """Signing key of list cursors, the same in every worker, instance and restart: CURSOR_SECRET
+    if set, else derived from BETTER_AUTH_SECRET, else a key generated once and kept in the
+    database (a JWKS-only deployment)."""
+    secret = os.getenv("CURSOR_SECRET") or os.getenv("BETTER_AUTH_SECRET")
+    return (secret or store.shared_secret("cursor-signing-key")).encode()
 
 
 async def _purge_idempotency_keys(store: Store) -> None:
-    """Delete expired Idempotency-Keys every PURGE_INTERVAL_SECONDS, in-process."""
+    """Delete expired Idempotency-Keys now and every PURGE_INTERVAL_SECONDS, in batches of
+    store.PURGE_BATCH with a pause between them, in the background: a backlog of millions
+    neither delays start-up nor holds the database (each batch is one short statement)."""
+    log = logging.getLogger("todo.store")
     while True:
-        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+        purged = 0
         try:
-            purged = await run_in_threadpool(store.purge_keys)
-            if purged:
-                logging.getLogger("todo.store").info("purged %d expired idempotency keys", purged)
+            while (batch := await run_in_threadpool(store.purge_keys)) == PURGE_BATCH:
+                purged += batch
+                await asyncio.sleep(PURGE_PAUSE_SECONDS)
+            purged += batch
         except DatabaseUnavailable as error:
-            logging.getLogger("todo.store").warning("idempotency key purge skipped: %s", error)
+            log.warning("idempotency key purge paused: %s", error)
+        except Exception:  # a background loop: log it and carry on, never die silently
+            log.exception("idempotency key purge failed")
+        if purged:
+            log.info("purged %d expired idempotency keys", purged)
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+
+
+def _start_on_database(store: Store, url: str) -> Cursors:
+    """Check that the schema is at the migrations' head (the app runs no DDL: the release step
+    does, docs/operations.md) and load the cursor key. ConfigError, one line, if not."""
+    try:
+        with store.engine.connect() as connection:
+            migrations.check(connection)
+        return Cursors(_cursor_key(store))
+    except migrations.SchemaNotCurrent as error:
+        raise ConfigError(str(error)) from None
+    except (exc.DBAPIError, DatabaseUnavailable) as error:
+        reason = error.orig if isinstance(error, exc.DBAPIError) else error
+        raise _startup_error(url, " ".join(str(reason).split())) from None
 
 
 def create_app() -> Starlette:
@@ -186,15 +180,11 @@ def create_app() -> Starlette:
     url = os.getenv("DATABASE_URL") or SQLITE_DEFAULT
     store = Store(url)
     verify = _verifier()
+    cursors = _start_on_database(store, url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
-        try:
-            store.create_tables()
-            store.purge_keys()
-        except DatabaseUnavailable as error:
-            raise _startup_error(url, error) from None
         purging = asyncio.create_task(_purge_idempotency_keys(store))
         yield
         purging.cancel()
@@ -203,11 +193,14 @@ def create_app() -> Starlette:
     # Outermost first: every request is logged, CORS preflights too; a 500 still gets CORS
     # headers; only authenticated requests reach the routes.
     middleware = [
-        Middleware(OneLineStartupFailure),
         Middleware(RequestLogMiddleware),
         Middleware(
             CORSMiddleware,
             allow_origins=_origins(),
+            # Browsers send fetch(..., {credentials: "include"}) only to an API that allows it;
+            # safe because only the Authorization header authenticates, never a cookie
+            # (docs/security.md: CORS and cookies). Starlette echoes the exact origin.
+            allow_credentials=True,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[
                 "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",
@@ -232,7 +225,7 @@ def create_app() -> Starlette:
     # Host header, always http://; a trailing slash is 404 like any other unknown path.
     app.router.redirect_slashes = False
     app.state.store = store
-    app.state.cursors = Cursors(_cursor_key())
+    app.state.cursors = cursors
     return app
 
 

@@ -25,7 +25,7 @@ from store import Store, Versions
 MAX_BODY_BYTES = 64 * 1024  # SPEC.md: bodies over 64 KiB are 413
 BODY_TIMEOUT_SECONDS = 10  # a declared body must arrive within this (408), however slowly sent
 MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
-MAX_TASK_ID = 2**31 - 1  # PostgreSQL integer
+MAX_TASK_ID = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: ids a browser reads exactly
 
 
 def _json(content: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -43,7 +43,7 @@ def _decimal(text: str, max_digits: int) -> int | None:
 
 def _task_id(request: Request) -> int:
     """The path's task id; anything but a positive integer in range is 404 (no oracle)."""
-    task_id = _decimal(request.path_params["task_id"], 10)
+    task_id = _decimal(request.path_params["task_id"], 16)
     if task_id is not None and 0 < task_id <= MAX_TASK_ID:
         return task_id
     raise ProblemError(404, "task not found")

@@ -18,9 +18,9 @@ from tests.servers import ROOT, AppServer, free_port, procfile_options
 from tests.pgwire import RoundTripProxy
 
 
-def start_failure(env: dict[str, str]) -> str:
+def start_failure(env: dict[str, str], migrate: bool = True) -> str:
     """Start the server with `env`, expect it to refuse, return what it printed."""
-    server = AppServer({**env}).start(wait=False)
+    server = AppServer({**env}, migrate=migrate).start(wait=False)
     assert server.process.wait(20) != 0
     return server.logs()
 
@@ -50,13 +50,14 @@ def assert_one_clear_line(output: str, *words: str) -> None:
 ], ids=["missing directory", "read-only file system"])
 def test_unusable_sqlite_path_is_one_clear_line(path, words):
     path = path.format(n=time.time_ns())
-    assert_one_clear_line(start_failure(server_env(f"sqlite:///{path}")), *words)
+    assert_one_clear_line(start_failure(server_env(f"sqlite:///{path}"), migrate=False), *words)
 
 
 def test_unreachable_database_at_start_is_one_clear_line():
     port = free_port()  # nothing listens there
     password = f"pw-{time.time_ns()}"
-    output = start_failure(server_env(f"postgresql://todo:{password}@127.0.0.1:{port}/todo"))
+    output = start_failure(server_env(f"postgresql://todo:{password}@127.0.0.1:{port}/todo"),
+                           migrate=False)
     assert_one_clear_line(output, f"127.0.0.1:{port}/todo", "DATABASE_URL")
     assert password not in output
 
