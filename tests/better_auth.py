@@ -99,7 +99,8 @@ def bearer(token: str) -> dict[str, str]:
 def jose_hs256(secret: str, claims: dict, lifetime: int = 900) -> str:
     """An HS256 token signed by the Node `jose` library, as a Next.js route would sign it."""
     result = subprocess.run(
-        ["node", "sign-hs256.mjs", "--secret", secret, "--claims", json.dumps(claims),
+        # `--name=value`: a value starting with `-` would otherwise be read as an option.
+        ["node", "sign-hs256.mjs", f"--secret={secret}", f"--claims={json.dumps(claims)}",
          f"--exp-seconds={lifetime}"],
         cwd=HARNESS, capture_output=True, text=True, check=True,
     )
