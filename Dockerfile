@@ -25,10 +25,13 @@ USER app:app
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["python3", "-c", \
     "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/health' % (os.getenv('PORT') or 8000), timeout=2)"]
-# The Procfile's web command. `exec` makes uvicorn PID 1, so `docker stop`'s SIGTERM reaches it and
+# The Procfile's web command, with its limits (README "Limits of the web process"; the tests check
+# they are the same). `exec` makes uvicorn PID 1, so `docker stop`'s SIGTERM reaches it and
 # it drains in-flight requests. WEB_CONCURRENCY sets uvicorn's worker count (default 1).
 # PostgreSQL is migrated by the release step (`alembic upgrade head`, a one-shot container of this
 # image); the embedded SQLite file is migrated here first, as `make run` does (runs never race:
 # SQLite's write lock).
 CMD ["sh", "-c", "case \"$DATABASE_URL\" in sqlite:*) alembic upgrade head || exit 1;; esac; \
-exec uvicorn app:app --host 0.0.0.0 --port \"${PORT:-8000}\""]
+exec uvicorn app:app --host 0.0.0.0 --port \"${PORT:-8000}\" \
+--http middleware.slow_clients:HeadTimeoutProtocol --timeout-keep-alive 5 --limit-concurrency 2000 \
+--timeout-graceful-shutdown 20"]

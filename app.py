@@ -9,10 +9,12 @@ import logging
 import os
 import sys
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio.to_thread
 from jwt import PyJWKClientError
 from sqlalchemy import exc
+from sqlalchemy.engine import make_url
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -25,11 +27,16 @@ from handlers import docs, health, openapi, tasks
 from handlers.cursors import Cursors
 from handlers.errors import EXCEPTION_HANDLERS
 from middleware.auth import AuthMiddleware
-from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware
+from middleware.request_log import (
+    InternalErrorMiddleware,
+    OneLineFormatter,
+    RequestLogMiddleware,
+)
 from middleware.jwks import JWKSKeys
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
 from store import (
     POOL_OVERFLOW, POOL_SIZE, PURGE_BATCH, SQLITE_DEFAULT, DatabaseUnavailable, Store,
+    normalize_url,
 )
 
 MIN_SECRET_BYTES = 32
@@ -44,6 +51,27 @@ THREADS = 2 * (POOL_SIZE + POOL_OVERFLOW)
 
 class ConfigError(Exception):
     """The environment does not describe a runnable server; the message says how to fix it."""
+
+
+def _startup_error(url: str, reason: str) -> ConfigError:
+    """What to tell an operator whose database failed the start-up: the SQLite file's path or
+    PostgreSQL's host, port and database (never the password), the database's own words
+    (`reason`), and what to do."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "").resolve()
+        if not path.parent.is_dir():
+            return ConfigError(f"the directory of the SQLite file {path} does not exist: "
+                                "create it, or set DATABASE_URL to a file in a writable directory")
+        return ConfigError(f"cannot use the SQLite file {path} ({reason}): make the file and its "
+                            "directory writable, or set DATABASE_URL to another path")
+    where = f"{parsed.host}:{parsed.port or 5432}/{parsed.database}"
+    if "statement timeout" in reason:
+        return ConfigError(
+            f"a statement on {where} was cancelled by the role's statement_timeout ({reason}): "
+            f"raise it, e.g. ALTER ROLE {parsed.username} SET statement_timeout = '10s'")
+    return ConfigError(f"cannot use the database at {where} ({reason}): check DATABASE_URL "
+                        "and that the database is running and accepts connections")
 
 
 def task_routes(prefix: str, wrap=lambda endpoint: endpoint) -> list[Route]:
@@ -133,7 +161,7 @@ async def _purge_idempotency_keys(store: Store) -> None:
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
 
-def _start_on_database(store: Store) -> Cursors:
+def _start_on_database(store: Store, url: str) -> Cursors:
     """Check that the schema is at the migrations' head (the app runs no DDL: the release step
     does, docs/operations.md) and load the cursor key. ConfigError, one line, if not."""
     try:
@@ -144,14 +172,15 @@ def _start_on_database(store: Store) -> Cursors:
         raise ConfigError(str(error)) from None
     except (exc.DBAPIError, DatabaseUnavailable) as error:
         reason = error.orig if isinstance(error, exc.DBAPIError) else error
-        raise ConfigError(f"cannot use the database: {' '.join(str(reason).split())}") from None
+        raise _startup_error(url, " ".join(str(reason).split())) from None
 
 
 def create_app() -> Starlette:
     """The application, configured from the environment. Raises ConfigError."""
-    store = Store(os.getenv("DATABASE_URL") or SQLITE_DEFAULT)
+    url = os.getenv("DATABASE_URL") or SQLITE_DEFAULT
+    store = Store(url)
     verify = _verifier()
-    cursors = _start_on_database(store)
+    cursors = _start_on_database(store, url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -168,6 +197,10 @@ def create_app() -> Starlette:
         Middleware(
             CORSMiddleware,
             allow_origins=_origins(),
+            # Browsers send fetch(..., {credentials: "include"}) only to an API that allows it;
+            # safe because only the Authorization header authenticates, never a cookie
+            # (docs/security.md: CORS and cookies). Starlette echoes the exact origin.
+            allow_credentials=True,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[
                 "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",
@@ -188,6 +221,9 @@ def create_app() -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    # No redirect of `/api/tasks/` to `/api/tasks`: Starlette would build it from the client's
+    # Host header, always http://; a trailing slash is 404 like any other unknown path.
+    app.router.redirect_slashes = False
     app.state.store = store
     app.state.cursors = cursors
     return app
@@ -201,7 +237,9 @@ def _configure_logging() -> None:
     level = os.getenv("LOG_LEVEL", "INFO").upper()
     if not isinstance(logging.getLevelName(level), int):
         raise ConfigError(f"LOG_LEVEL {level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     access = logging.getLogger("uvicorn.access")
     access.handlers.clear()
     access.propagate = False

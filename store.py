@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from threading import Lock, local
+from threading import Lock, RLock, local
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +32,7 @@ from sqlalchemy import (
     event,
     exc,
     func,
+    literal_column,
     not_,
     or_,
     text,
@@ -40,6 +41,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel, create_engine, delete, insert, select, update
 
@@ -69,13 +72,41 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class utc_wall_time(FunctionElement):
+    """`timezone('UTC', <timestamptz>)` on PostgreSQL: the instant as UTC wall time (a
+    timestamp without time zone), whatever the session's TimeZone; the value itself elsewhere."""
+
+    name = "utc_wall_time"
+    inherit_cache = True
+
+
+@compiles(utc_wall_time)
+def _utc_wall_time(element, compiler, **kw) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(utc_wall_time, "postgresql")
+def _utc_wall_time_postgresql(element, compiler, **kw) -> str:
+    return f"timezone('UTC', {compiler.process(element.clauses, **kw)})"
+
+
 class UTCTimestamp(TypeDecorator):
-    """A timestamp with time zone that reads back as an aware UTC datetime on both databases:
-    SQLite keeps no zone (its values are UTC, naive) and PostgreSQL answers in the session's
-    TimeZone, which a server or pooler may set to anything (SPEC.md: Data, times are UTC)."""
+    """A timestamp with time zone that reads back as an aware UTC datetime on both databases.
+
+    SQLite keeps no zone (its values are UTC, naive). PostgreSQL would answer in the session's
+    TimeZone, which a server, a Neon project or a DBA may set to anything, and in which the
+    extremes of the range leave the years Python can read (0001-01-01 UTC is year 0 in New York,
+    9999-12-31 23:59 UTC year 10000 in Tokyo). So every selected or returned column of this
+    type is converted to UTC wall time in the statement itself (`column_expression`): unlike a
+    session `SET TIME ZONE`, this holds behind a transaction pooler (docs/security.md)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def column_expression(self, column):
+        expression = utc_wall_time(column)
+        expression.type = self
+        return expression
 
     def process_result_value(self, value: datetime | None, _dialect) -> datetime | None:
         if value is None or value.tzinfo is timezone.utc:
@@ -187,6 +218,7 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": POOL_TIMEOUT},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
+        _queue_sqlite_writers(engine)
         return engine
     engine = create_engine(
         url,
@@ -205,6 +237,7 @@ def make_engine(url: str) -> Engine:
     )
     event.listen(engine, "connect", _postgres_on_connect)
     event.listen(engine, "checkout", _drop_dead_connection)
+    event.listen(engine, "handle_error", _renew_sessions_of_a_moved_server)
     return engine
 
 
@@ -215,11 +248,53 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _queue_sqlite_writers(engine: Engine) -> None:
+    """Make the writers of this process take turns on SQLite's one write lock.
+
+    Left to SQLite, concurrent writers each retry on their own until `timeout` (its busy
+    handler sleeps and polls, so some lose every time and give up with "database is locked").
+    Here a connection takes a process-wide lock before its first statement that is not a
+    SELECT and keeps it until it goes back to the pool (its statements are autocommit, so the
+    write is then committed and its rows read): writers wait in line, without polling, and
+    SQLite's own wait only arbitrates between processes. Readers never wait (WAL).
+    """
+    lock = RLock()  # re-entrant: a thread never waits for a lock it holds
+
+    def before_cursor_execute(connection, _cursor, statement, *_args) -> None:
+        if connection.info.get("writing") or statement.lstrip()[:6].upper() == "SELECT":
+            return
+        if not lock.acquire(timeout=POOL_TIMEOUT):
+            raise exc.TimeoutError(f"no turn to write within {POOL_TIMEOUT} s")
+        connection.info["writing"] = True
+
+    def checkin(_dbapi_connection, record) -> None:
+        if record.info.pop("writing", False):
+            lock.release()
+
+    event.listen(engine, "before_cursor_execute", before_cursor_execute)
+    event.listen(engine, "checkin", checkin)
+
+
 def _postgres_on_connect(dbapi_connection, _record) -> None:
     # Once per new connection; SET rather than the `options` startup parameter, which
     # connection poolers such as PgBouncer reject.
     with dbapi_connection.cursor() as cursor:
         cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+
+
+# SQLSTATEs after which a session is of no further use, though it is still open (PostgreSQL
+# Appendix A): the server turned read-only (25006: a failover left the pool on a replica, or
+# default_transaction_read_only), or it is shutting down or not yet accepting work (57P01-03).
+RENEW_SESSIONS = {"25006", "57P01", "57P02", "57P03"}
+
+
+def _renew_sessions_of_a_moved_server(context) -> None:
+    """SQLAlchemy `handle_error` hook: treat RENEW_SESSIONS like a lost connection, so that
+    SQLAlchemy invalidates the whole pool (each connection is reopened at its next checkout,
+    against the writable server a failover points the host at) and Store maps the error to
+    DatabaseUnavailable (503) instead of a 500."""
+    if getattr(context.original_exception, "pgcode", None) in RENEW_SESSIONS:
+        context.is_disconnect = True
 
 
 def _drop_dead_connection(dbapi_connection, _record, _proxy) -> None:
@@ -235,6 +310,12 @@ def _drop_dead_connection(dbapi_connection, _record, _proxy) -> None:
     poller.register(dbapi_connection.fileno(), select_module.POLLIN)
     if poller.poll(0):  # readable, hung up or in error
         raise exc.DisconnectionError("server closed the idle connection")
+
+
+def _foreign_key_violation(error: exc.IntegrityError) -> bool:
+    """Whether `error` is a broken foreign key (SQLSTATE 23503; SQLite's own message)."""
+    code = getattr(error.orig, "pgcode", None)
+    return code == "23503" or "FOREIGN KEY constraint failed" in str(error.orig)
 
 
 def _refused_by_driver(error: ValueError) -> bool:
@@ -301,9 +382,18 @@ class Store:
                 select(AppSecret.value).where(AppSecret.name == name)).scalar_one()
 
     def ping(self) -> None:
-        """One trivial query; raises DatabaseUnavailable if the database does not answer."""
+        """One trivial query; raises DatabaseUnavailable if the database does not answer or,
+        PostgreSQL, answers read-only (then every pooled session is renewed, as after a write
+        refused for that reason: a session keeps the read-only default it started with)."""
         with self._connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
+            if self.engine.dialect.name != "postgresql":
+                connection.exec_driver_sql("SELECT 1")
+                return
+            read_only = connection.exec_driver_sql(
+                "SELECT current_setting('transaction_read_only')").scalar() == "on"
+        if read_only:
+            self.engine.dispose()
+            raise DatabaseUnavailable("the database is read-only")
 
     def dispose(self) -> None:
         """Close every pooled connection."""
@@ -315,7 +405,8 @@ class Store:
         """Create the user or refresh its email and name, race-free (INSERT ... ON CONFLICT).
 
         Skipped when this process already stored the same claims. If another user already holds
-        `email` (unique), the user is stored without it rather than failing the request.
+        `email` (unique), the user is stored without it rather than failing the request, and
+        each later request of the user tries the email again (the holder may have given it up).
         """
         if not self._knows(user_id, email, name):
             with self._connect() as connection:
@@ -326,33 +417,39 @@ class Store:
         """A block of queries for this user, whose row must exist (SPEC.md: users are created on
         the first authenticated call). A user this process has not yet stored with these claims
         is upserted as `ensure_user` does; on PostgreSQL the upsert travels inside the block's
-        first statement (a data-modifying CTE) instead of costing a round trip of its own."""
-        if self.engine.dialect.name != "postgresql":
-            self.ensure_user(user_id, email, name)
-            yield
-            return
-        if not self._knows(user_id, email, name):
-            self._pending.user = (user_id, email, name)
+        first statement (a data-modifying CTE) instead of costing a round trip of its own. A
+        user this process stored but whose row is gone (deleted in the database) is stored
+        again when a statement of the block needs the row (`_execute`)."""
+        self._pending.caller = (user_id, email, name)
         try:
+            if self.engine.dialect.name != "postgresql":
+                self.ensure_user(user_id, email, name)
+            elif not self._knows(user_id, email, name):
+                self._pending.user = (user_id, email, name)
             yield
         finally:
-            self._pending.user = None
+            self._pending.user = self._pending.caller = None
 
     def _execute(self, connection: Connection, statement, params: dict | None = None):
         """`connection.execute(statement, params)`, carrying the upsert `acting_for` left pending.
 
-        If the combined statement breaks a constraint (another user holds the email), none of it
-        happened: the user is stored as `ensure_user` stores it, then the statement runs alone.
+        If the statement breaks a constraint because of the caller's row (another user holds
+        the email the combined upsert wrote, or the row was deleted in the database since this
+        process stored it), none of it happened: the user is stored as `ensure_user` stores it,
+        then the statement runs again, alone.
         """
         claims = getattr(self._pending, "user", None)
-        if claims is None:
-            return connection.execute(statement, params)
-        self._pending.user = None
-        upsert = self._user_upsert(*claims, with_email=True).cte("caller_user")
         try:
+            if claims is None:
+                return connection.execute(statement, params)
+            self._pending.user = None
+            upsert = self._user_upsert(*claims, with_email=True).cte("caller_user")
             result = connection.execute(statement.add_cte(upsert), params)
-        except exc.IntegrityError:
-            self._store_user(connection, *claims)
+        except exc.IntegrityError as error:
+            caller = getattr(self._pending, "caller", None)
+            if caller is None or (claims is None and not _foreign_key_violation(error)):
+                raise
+            self._store_user(connection, *caller)
             return connection.execute(statement, params)
         self._remember(*claims)
         return result
@@ -364,6 +461,7 @@ class Store:
         except exc.IntegrityError:
             log.warning("email of user %s is held by another user; stored without it", user_id)
             connection.execute(self._user_upsert(user_id, email, name, with_email=False))
+            email = None  # remembered as stored: the next request tries the email again
         self._remember(user_id, email, name)
 
     def _knows(self, user_id: str, email: str | None, name: str | None) -> bool:
@@ -558,7 +656,7 @@ class Store:
                     connection.execute(_record_response(user_id, key, status, _row_json(row)))
             else:
                 written = statement.cte("written")
-                as_json = cast(func.row_to_json(written.table_valued()), Text)
+                as_json = cast(func.json_build_object(*_json_members(written)), Text)
                 record = (
                     _record_response(user_id, key, status, as_json)
                     .where(written.c.id.is_not(None))
@@ -574,6 +672,17 @@ def _record_response(user_id: str, key: str, status: int, response):
         .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
         .values(status=status, response=response)
     )
+
+
+def _json_members(written) -> list:
+    """Arguments of json_build_object for a task row of `written`: name, value, ...; times as
+    UTC wall time, which JSON writes without an offset, so the session's TimeZone cannot make
+    them unreadable (UTCTimestamp)."""
+    members = []
+    for column in written.c:
+        value = utc_wall_time(column) if isinstance(column.type, UTCTimestamp) else column
+        members += [literal_column(f"'{column.name}'"), value]
+    return members
 
 
 def _row_json(row) -> str:

@@ -148,8 +148,9 @@ _HEADERS = {
         "schema": {"type": "string"},
     },
     "Link": {
-        "description": 'With more tasks to come: `<URL of the next page>; rel="next"` '
-        "(RFC 8288); absent on the last page.",
+        "description": 'With more tasks to come: `<path?query of the next page>; rel="next"` '
+        "(RFC 8288), a relative reference to resolve against the API's URL; absent on the "
+        "last page.",
         "required": False,
         "schema": {"type": "string"},
     },

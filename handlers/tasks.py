@@ -7,7 +7,9 @@ same after checking the path's user is the token's user (else 403, before any qu
 import functools
 import hashlib
 from collections.abc import Callable
+from urllib.parse import quote
 
+import anyio
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,6 +23,7 @@ from schemas.tasks import TASK_LIST_JSON, ListQuery, TaskCreate, TaskUpdate, tas
 from store import Store, Versions
 
 MAX_BODY_BYTES = 64 * 1024  # SPEC.md: bodies over 64 KiB are 413
+BODY_TIMEOUT_SECONDS = 10  # a declared body must arrive within this (408), however slowly sent
 MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
 MAX_TASK_ID = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: ids a browser reads exactly
 
@@ -29,11 +32,20 @@ def _json(content: bytes, status: int = 200, headers: dict[str, str] | None = No
     return Response(content, status, headers, media_type="application/json")
 
 
+def _decimal(text: str, max_digits: int) -> int | None:
+    """`text` as a number if it is 1 to `max_digits` ASCII digits, else None. `str.isdigit()`
+    alone also accepts digits `int()` refuses (superscripts such as "²") or reads (other
+    scripts' digits), so client text is checked as ASCII first."""
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _task_id(request: Request) -> int:
     """The path's task id; anything but a positive integer in range is 404 (no oracle)."""
-    raw = request.path_params["task_id"]
-    if len(raw) <= 16 and raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_TASK_ID:
-        return int(raw)
+    task_id = _decimal(request.path_params["task_id"], 16)
+    if task_id is not None and 0 < task_id <= MAX_TASK_ID:
+        return task_id
     raise ProblemError(404, "task not found")
 
 
@@ -64,18 +76,29 @@ def for_path_user(endpoint: Callable) -> Callable:
 
 
 async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
-    """The request body validated as `model`: JSON only (415), at most 64 KiB (413), 400 else."""
+    """The request body validated as `model`: JSON only, without Content-Encoding (415), at
+    most 64 KiB (413), complete within BODY_TIMEOUT_SECONDS (408), 400 else."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise ProblemError(415, "send the body as JSON with Content-Type: application/json")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and (len(declared) > 9 or int(declared) > MAX_BODY_BYTES):
+    if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        # Not decompressed (no bound on what a small gzip body expands to): RFC 9110 15.5.16.
+        raise ProblemError(415, "send the body without Content-Encoding",
+                           headers={"Accept-Encoding": "identity"})
+    declared = _decimal(request.headers.get("content-length", ""), 20)
+    if declared is not None and declared > MAX_BODY_BYTES:
         raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        with anyio.fail_after(BODY_TIMEOUT_SECONDS):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        # RFC 9110 section 15.5.9; the unread rest of the body makes the connection unusable.
+        raise ProblemError(408, f"the request body did not arrive within {BODY_TIMEOUT_SECONDS} s",
+                           headers={"Connection": "close"}) from None
     if not body.strip():
         raise ProblemError(400, "request body is empty; send a JSON object")
     try:
@@ -108,10 +131,10 @@ def _if_match(request: Request, task_id: int) -> Versions:
         return "*"
     versions = []
     for tag in tags:
-        task, _, version = tag.strip('"').partition("-")
-        well_formed = tag.startswith('"') and tag.endswith('"') and version.isdigit()
-        if well_formed and task == str(task_id) and len(version) < 10:
-            versions.append(int(version))
+        task, _, digits = tag.strip('"').partition("-")
+        version = _decimal(digits, 9)
+        if tag.startswith('"') and tag.endswith('"') and task == str(task_id) and version is not None:
+            versions.append(version)
     return versions
 
 
@@ -139,8 +162,10 @@ async def list_tasks(request: Request) -> Response:
     body = TASK_LIST_JSON.dump_json(page)
     headers = {"ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"'}
     if len(rows) > query.limit:
+        # A relative reference (RFC 8288 section 3.1): nothing the client sends (Host) or a
+        # proxy changes (the scheme) goes into it.
         next_page = request.url.include_query_params(cursor=cursors.encode(user_id, query, page[-1]))
-        headers["Link"] = f'<{next_page}>; rel="next"'
+        headers["Link"] = f'<{quote(request.scope["path"])}?{next_page.query}>; rel="next"'
     if _not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     return _json(body, headers=headers)

@@ -30,7 +30,8 @@ def _problem(status: int, detail: str, headers: dict[str, str]) -> Response:
 class AuthMiddleware:
     """Verifies `Authorization: Bearer` on HTTP requests under `/api` (RFC 6750 section 3).
 
-    Missing token: 401 `WWW-Authenticate: Bearer`. Invalid or expired: 401
+    Several Authorization headers: 400. Missing token: 401 `WWW-Authenticate: Bearer`.
+    Invalid or expired: 401
     `WWW-Authenticate: Bearer error="invalid_token"`. Keys unavailable: 503 with `Retry-After`.
     OPTIONS requests (CORS preflights) pass unauthenticated.
     """
@@ -45,7 +46,13 @@ class AuthMiddleware:
         if scope["type"] != "http" or not protected or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        token = bearer_token(Headers(scope=scope))
+        headers = Headers(scope=scope)
+        if len(headers.getlist("authorization")) > 1:
+            # RFC 9110 section 5.3: one value only; a proxy in front may have used the other.
+            response = _problem(400, "send one Authorization header, not several", {})
+            await response(scope, receive, send)
+            return
+        token = bearer_token(headers)
         if token is None:
             response = _problem(
                 401, "missing bearer token", {"WWW-Authenticate": "Bearer"}

@@ -5,12 +5,13 @@ line, CORS preflights that CORSMiddleware answers itself included; `InternalErro
 inside CORSMiddleware, so the 500 it makes of an unhandled exception still carries the CORS
 headers a browser needs to let the frontend read it. The line carries method, path (never the
 query string or headers, so never a token), status, duration in milliseconds and the request
-id, which is also sent back in `X-Request-ID`.
+id, which is also sent back in `X-Request-ID`. Log lines are escaped by `OneLineFormatter`.
 """
 
 import logging
 import re
 import secrets
+import textwrap
 import time
 
 from starlette.datastructures import MutableHeaders
@@ -32,10 +33,29 @@ def _request_id(scope: Scope) -> str:
     return secrets.token_hex(16)
 
 
-def _printable(path: str) -> str:
-    """`path` as one line of printable text: control characters (CR and LF among them, which
-    a client can send percent-encoded) escaped, so a request cannot forge log lines (CWE-117)."""
-    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (CR, LF, escape sequences, U+2028 ...)
+    written as its Python escape, so the text stays on one line (CWE-117)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+class OneLineFormatter(logging.Formatter):
+    """A logging formatter under which no client can forge a log line (CWE-117): every value a
+    client sent and that a message carries (a path, a claim, a database error quoting a value)
+    is escaped by `printable`, and the lines of a traceback are indented, so only a record's
+    own first line starts at the margin."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, exc_info) -> str:
+        return textwrap.indent(super().formatException(exc_info), "    ", lambda line: True)
+
+    def formatStack(self, stack_info: str) -> str:
+        return textwrap.indent(stack_info, "    ", lambda line: True)
 
 
 class RequestLogMiddleware:
@@ -68,7 +88,7 @@ class RequestLogMiddleware:
             elapsed_ms = (time.perf_counter() - started) * 1000
             log.info(
                 "%s %s %d %.1fms request_id=%s",
-                scope["method"], _printable(scope["path"]), status, elapsed_ms, request_id,
+                scope["method"], scope["path"], status, elapsed_ms, request_id,
             )
 
 

@@ -17,6 +17,8 @@ USER_ID_CLAIMS = ("sub", "user_id", "userId", "id")  # SPEC.md: first present on
 MAX_CLAIM_LENGTH = 255
 VERIFIED_SECONDS = 60  # longest a verified token is trusted without checking it again
 VERIFIED_MAX = 4096  # verified tokens remembered per process
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+LAST_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
 
 class InvalidToken(Exception):
@@ -52,6 +54,30 @@ def _clean(value: object) -> str | None:
     return value
 
 
+def check_numeric_dates(claims: dict) -> dict:
+    """`claims` if each of exp, nbf and iat present is a NumericDate (RFC 7519 section 2: a JSON
+    number of seconds since the epoch), else InvalidToken. PyJWT reads them with `int()`, which
+    also takes strings ("123"), booleans and integers too large for a float; here only finite
+    numbers within years 1970 +- 9999 pass, so no later arithmetic on them can overflow."""
+    for claim in NUMERIC_DATE_CLAIMS:
+        if claim not in claims:
+            continue
+        value = claims[claim]
+        # abs() first: isfinite() of a huge int raises OverflowError; NaN fails the <=
+        if type(value) not in (int, float) or not abs(value) <= LAST_NUMERIC_DATE:
+            raise InvalidToken(f"claim {claim!r} is not a NumericDate")
+    return claims
+
+
+def _decode(token: str, key, **kwargs) -> dict:
+    """`jwt.decode(token, key, **kwargs)` with NumericDates checked; raises InvalidToken."""
+    try:
+        claims = jwt.decode(token, key, leeway=LEEWAY_SECONDS, **kwargs)
+    except (jwt.PyJWTError, OverflowError, ValueError, TypeError) as error:
+        raise InvalidToken(str(error)) from None
+    return check_numeric_dates(claims)
+
+
 def caller_from_claims(claims: dict) -> Caller:
     """The Caller named by verified `claims`: id from `sub`, else `user_id`, `userId`, `id`.
 
@@ -80,16 +106,8 @@ class SecretVerifier:
 
     def claims(self, token: str) -> dict:
         """Verified claims of `token`; raises InvalidToken."""
-        try:
-            return jwt.decode(
-                token,
-                self._key,
-                algorithms=list(self.algorithms),
-                leeway=LEEWAY_SECONDS,
-                options={"require": ["exp"], "verify_aud": False},
-            )
-        except jwt.PyJWTError as error:
-            raise InvalidToken(str(error)) from None
+        return _decode(token, self._key, algorithms=list(self.algorithms),
+                       options={"require": ["exp"], "verify_aud": False})
 
 
 class JWKSVerifier:
@@ -114,18 +132,8 @@ class JWKSVerifier:
         key = await self._keys.key(kid)
         if key.algorithm_name not in self.algorithms:
             raise InvalidToken(f"key {kid!r} has an unaccepted algorithm")
-        try:
-            return jwt.decode(
-                token,
-                key.key,
-                algorithms=[key.algorithm_name],
-                issuer=self._issuer,
-                audience=self._audience,
-                leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iss", "aud"]},
-            )
-        except jwt.PyJWTError as error:
-            raise InvalidToken(str(error)) from None
+        return _decode(token, key.key, algorithms=[key.algorithm_name], issuer=self._issuer,
+                       audience=self._audience, options={"require": ["exp", "iss", "aud"]})
 
 
 def make_verifier(secret: SecretVerifier | None, jwks: JWKSVerifier | None) -> Verifier:

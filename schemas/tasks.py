@@ -25,6 +25,10 @@ DESCRIPTION_MAX = 1000
 # Unicode White_Space, which `strip_whitespace` removes (pydantic-core trims with Rust's
 # `str::trim`). Python's `\s` also matches U+001C-U+001F, so the class is spelled out.
 _SPACE = r"\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#
+# A character is a code point, as for the server (Python's str) and for JSON Schema, whose
+# patterns are ECMA-262 read with the `u` flag (and Rust's and Python's engines alike). Compiled
+# without `u`, JavaScript counts UTF-16 code units instead, in which an emoji is two.
 _EDGE = rf"[^{_SPACE}\x00]"  # the first and the last character left after trimming
 TITLE_PATTERN = rf"^[{_SPACE}]*{_EDGE}(?:[^\x00]{{0,{TITLE_MAX - 2}}}{_EDGE})?[{_SPACE}]*$"
 NO_NUL_PATTERN = r"^[^\x00]*$"
@@ -73,7 +77,9 @@ Title = Annotated[
         "type": "string",
         "pattern": TITLE_PATTERN,
         "description": f"1-{TITLE_MAX} characters once leading and trailing whitespace is "
-        "trimmed (the trimmed title is stored); no NUL characters",
+        "trimmed (the trimmed title is stored); no NUL characters. Characters are Unicode code "
+        "points: compile the pattern with the `u` flag (JavaScript's `.length` and `maxlength` "
+        "count UTF-16 units, two for an emoji)",
     }, mode="validation"),
 ]
 Description = Annotated[

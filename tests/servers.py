@@ -1,6 +1,9 @@
 """Real servers for the tests: uvicorn processes of the app, and throwaway PostgreSQL databases."""
 
 import os
+import resource
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,11 +16,27 @@ from pathlib import Path
 
 import httpx
 import psycopg2
-
-import migrations
+import pytest
 from sqlalchemy.engine import make_url
 
+import migrations
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_node_packages(folder: Path, stamp: str = "node_modules/.installed") -> None:
+    """Skip when Node or the packages of `folder` are missing (`make test` runs `npm ci` and
+    stamps node_modules/.installed, or what `stamp` names, e.g. a build); under CI that is a
+    failure."""
+    missing = None
+    if shutil.which("node") is None:
+        missing = "node is not installed"
+    elif not (folder / stamp).exists():
+        missing = f"{folder.relative_to(ROOT)}/{stamp} is missing (make test makes it)"
+    if missing:
+        if os.getenv("CI"):
+            pytest.fail(f"{missing}: CI must run these tests")
+        pytest.skip(missing)
 
 
 def free_port() -> int:
@@ -33,16 +52,19 @@ APP_VARIABLES = ("DATABASE_URL", "BETTER_AUTH_SECRET", "BETTER_AUTH_URL", "BETTE
 class AppServer:
     """`uvicorn app:app` in a child process on a free loopback port, run in `cwd`, configured by
     `env` alone (the app's variables of the calling environment are left out). `app` names
-    another ASGI app and `args` adds uvicorn options (the benchmark's `--workers 2`). Its
-    database is migrated first, as the release step does (`migrate=False`: not)."""
+    another ASGI app and `args` adds uvicorn options (the benchmark's `--workers 2`, the
+    Procfile's: `procfile_options()`). Its database is migrated first, as the release step does
+    (`migrate=False`: not); `open_files` is the soft RLIMIT_NOFILE the server starts with."""
 
     def __init__(self, env: dict[str, str], port: int | None = None, cwd: Path = ROOT,
-                 app: str = "app:app", args: Sequence[str] = (), migrate: bool = True) -> None:
+                 app: str = "app:app", args: Sequence[str] = (), migrate: bool = True,
+                 open_files: int | None = None) -> None:
         inherited = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
         self.env = {**inherited, **env}
         self.cwd = cwd
         self.app = app
         self.args = list(args)
+        self.open_files = open_files
         self.migrate = migrate
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -56,10 +78,15 @@ class AppServer:
         self.process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=self._limit_open_files if self.open_files else None,
         )
         if wait:
             self.wait_ready()
         return self
+
+    def _limit_open_files(self) -> None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -86,6 +113,20 @@ class AppServer:
 
     def logs(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
+
+
+def procfile_options() -> list[str]:
+    """The uvicorn options of the Procfile's `web:` line but --host and --port (the limits it
+    sets for production), so that tests run the server as deployed."""
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines()
+                if line.startswith("web:"))
+    words = shlex.split(line.removeprefix("web:"))
+    options = words[words.index("app:app") + 1:]
+    kept = []
+    for name, value in zip(options[::2], options[1::2]):
+        if name not in ("--host", "--port"):
+            kept += [name, value]
+    return kept
 
 
 def run_sql(url: str, sql: str, params=None) -> list[tuple]:

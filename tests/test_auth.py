@@ -1,6 +1,8 @@
 """Bearer tokens (SPEC.md: Authentication; RFC 6750, RFC 8725) and users created from claims."""
 
 import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -10,6 +12,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
 
 from tests.conftest import FRONTEND, SECRET, make_token, new_user, rows, server_env
 from tests.servers import AppServer
@@ -44,6 +47,34 @@ def test_missing_token_is_401_bearer(client, authorization):
     assert call(client, f"Bearer {new_user().token}").status_code == 200
 
 
+def signed_payload(payload: str) -> str:
+    """An HS256 token with the real secret over `payload`, JSON text as given (Infinity, NaN
+    and 400-digit numbers, which json.dumps would not write or would write differently)."""
+    header = b64({"alg": "HS256", "typ": "JWT"})
+    body = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
+    signature = hmac.new(SECRET.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def numeric_date_tokens(user: str) -> dict[str, str]:
+    """Signed tokens whose exp, nbf or iat is not a NumericDate (RFC 7519 section 2: a JSON
+    number of seconds): strings, booleans, null, numbers no float holds, Infinity, NaN."""
+    now, later = int(time.time()), int(time.time()) + 600
+    tokens = {}
+    for claim in ("exp", "nbf", "iat"):
+        valid = later if claim == "exp" else now
+        for name, value in {
+            "400 digits": "9" * 400, "minus 400 digits": "-" + "9" * 400, "1e400": "1e400",
+            "Infinity": "Infinity", "-Infinity": "-Infinity", "NaN": "NaN", "1e300": "1e300",
+            "a string of digits": f'"{valid}"', "true": "true", "false": "false", "null": "null",
+            "an array": f"[{valid}]", "past year 9999": "253402300800",
+        }.items():
+            claims = {"sub": json.dumps(user), "exp": str(later), claim: value}
+            payload = "{" + ", ".join(f'"{k}": {v}' for k, v in claims.items()) + "}"
+            tokens[f"{claim} {name}"] = signed_payload(payload)
+    return tokens
+
+
 def forged_tokens() -> dict[str, str]:
     user = "user-forged"
     good = make_token({"sub": user})
@@ -66,6 +97,7 @@ def forged_tokens() -> dict[str, str]:
         "no exp": jwt.encode({"sub": user}, SECRET, algorithm="HS256"),
         "exp not a number": jwt.encode({"sub": user, "exp": "tomorrow"}, SECRET, algorithm="HS256"),
         "iat in the future": make_token({"sub": user, "iat": int(time.time()) + 600}),
+        **numeric_date_tokens(user),
         "nbf in the future": make_token({"sub": user, "nbf": int(time.time()) + 600}),
         "no user id": make_token({"email": "a@example.com"}),
         "empty sub": make_token({"sub": ""}),
@@ -105,6 +137,20 @@ def test_100_kb_authorization_header_is_401_from_the_app(client, token):
     assert_problem(response, 401)
     assert response.headers["www-authenticate"] == INVALID
     assert call(client, f"Bearer {new_user().token}").status_code == 200
+
+
+def test_two_authorization_headers_are_400(server):
+    """Two `Authorization` headers (RFC 9110 section 5.3 allows one value only): which one a
+    proxy in front used cannot be known, so neither is: 400, whatever their tokens."""
+    mine, other = new_user(), new_user()
+    for pair in ((mine.token, other.token), (mine.token, mine.token), (mine.token, "garbage")):
+        headers = [("Authorization", f"Bearer {token}") for token in pair]
+        with httpx.Client(base_url=server.url) as http:
+            for method, path in (("GET", "/api/tasks"), ("POST", "/api/tasks"),
+                                 ("GET", f"/api/{mine.id}/tasks")):
+                response = http.request(method, path, headers=headers, json={"title": "t"})
+                assert_problem(response, 400)
+    assert httpx.get(f"{server.url}/api/tasks", headers=mine.headers).json() == []
 
 
 def test_expired_within_leeway_is_accepted(client):
@@ -179,6 +225,42 @@ def test_email_held_by_another_user_is_not_a_500(client, db):
     emails = rows(db, "SELECT id, email FROM users WHERE id IN (:a, :b) ORDER BY email",
                   a=first.id, b=second.id)
     assert {r["id"]: r["email"] for r in emails} == {first.id: shared, second.id: None}
+
+
+def test_email_given_up_by_its_holder_goes_to_the_user_whose_token_carries_it(client, db):
+    """The holder of an email changes it (a new token with another email): the next request
+    of the user whose token carries the old email stores it, whatever this process stored
+    before."""
+    shared = f"moved-{time.time_ns()}@example.com"
+    holder, taker = new_user(email=shared), new_user(email=shared)
+    for user in (holder, taker, taker):
+        assert client.get("/api/tasks", headers=user.headers).status_code == 200
+    moved = make_token({"sub": holder.id, "email": f"new-{shared}", "name": "Test User"})
+    assert client.get("/api/tasks", headers={"Authorization": f"Bearer {moved}"}).status_code == 200
+    assert client.post("/api/tasks", json={"title": "t"}, headers=taker.headers).status_code == 201
+    emails = rows(db, "SELECT id, email FROM users WHERE id IN (:a, :b)", a=holder.id, b=taker.id)
+    assert {r["id"]: r["email"] for r in emails} == {holder.id: f"new-{shared}", taker.id: shared}
+
+
+def test_user_row_deleted_in_the_database_is_recreated(client, db):
+    """An admin, a cascade from Better Auth's tables or an erasure deletes a user the server
+    has already stored: the next write recreates the row instead of breaking the foreign key
+    (the server's memory of stored users is only an optimisation)."""
+    user = new_user()
+    for round in range(3):
+        assert client.post("/api/tasks", json={"title": f"before {round}"},
+                           headers=user.headers).status_code == 201
+        with db.begin() as connection:
+            connection.execute(text("DELETE FROM tasks WHERE user_id = :id"), {"id": user.id})
+            connection.execute(text("DELETE FROM users WHERE id = :id"), {"id": user.id})
+        created = client.post("/api/tasks", json={"title": "after"}, headers=user.headers)
+        assert created.status_code == 201, created.text
+        assert [t["title"] for t in client.get("/api/tasks", headers=user.headers).json()] == [
+            "after"]
+        stored = rows(db, "SELECT email, name FROM users WHERE id = :id", id=user.id)
+        assert stored == [{"email": f"{user.id}@example.com", "name": "Test User"}]
+        with db.begin() as connection:  # the next round starts from a task of a stored user
+            connection.execute(text("DELETE FROM tasks WHERE user_id = :id"), {"id": user.id})
 
 
 class FakeJWKS:

@@ -144,6 +144,16 @@ def test_jose_hs256_expired_and_wrong_secret_are_401(eddsa):
         assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 
+@pytest.mark.parametrize("secret", ["-" + "s" * 47, "--" + "x" * 46, "-" * 48])
+def test_jose_signs_with_secrets_that_look_like_options(secret):
+    """A random secret starts with `-` about one time in 64 (token_urlsafe's alphabet); Node's
+    parseArgs must still read it as the value of --secret."""
+    require_node_harness()
+    token = jose_hs256(secret, {"sub": "dash", "claims": "--claims"})
+    claims = jwt.decode(token, secret.encode(), algorithms=["HS256"])
+    assert claims["sub"] == "dash" and claims["claims"] == "--claims"
+
+
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

@@ -1,11 +1,13 @@
 """Races: many first requests of one new user, many toggles of one task (SPEC.md: Users,
 issue #2: the toggle is one atomic UPDATE)."""
 
+import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.conftest import Api, new_user, rows
+from tests.conftest import Api, new_user, rows, server_env
+from tests.servers import AppServer
 
 PARALLEL = 50
 
@@ -67,3 +69,45 @@ def test_parallel_updates_of_different_fields_all_survive(server, client, family
         assert stored["description"] == values["description"](n)
         assert stored["due_date"].startswith(f"2030-01-{n + 1:02d}T00:00:00")
         assert stored["completed"] is values["completed"](n)
+
+
+WRITER_PROCESSES, WRITERS_PER_PROCESS, WRITES = 4, 25, 10
+
+
+def _writers(url: str) -> list[int]:
+    """WRITERS_PER_PROCESS clients writing at once, each a new user: its row, then tasks
+    created (with an Idempotency-Key), toggled and changed; the statuses they got."""
+    def write(n: int) -> list[int]:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            api = Api(http, new_user(), "AB"[n % 2])
+            statuses = []
+            for r in range(WRITES):
+                created = api.create({"title": f"w{r}"}, headers={"Idempotency-Key": f"k{r}"})
+                statuses.append(created.status_code)
+                if created.status_code == 201:
+                    task_id = created.json()["id"]
+                    statuses += [api.toggle(task_id).status_code,
+                                 api.update(task_id, {"title": "u"}, method="PATCH").status_code]
+            return statuses
+
+    with ThreadPoolExecutor(WRITERS_PER_PROCESS) as pool:
+        return [status for statuses in pool.map(write, range(WRITERS_PER_PROCESS))
+                for status in statuses]
+
+
+def test_100_concurrent_writers_on_sqlite_get_no_503(tmp_path):
+    """The embedded SQLite default, one worker, 100 clients writing at once (from several
+    processes, so that they really are at once): writers queue for the one write lock SQLite
+    has instead of each polling for it, so none gives up with 503 "database is locked"."""
+    server = AppServer(server_env(f"sqlite:///{tmp_path}/todo.db")).start()
+    try:
+        # fork: the children sign tokens with this process's test secret
+        with multiprocessing.get_context("fork").Pool(WRITER_PROCESSES) as pool:
+            statuses = [s for part in pool.map(_writers, [server.url] * WRITER_PROCESSES)
+                        for s in part]
+        counts = {status: statuses.count(status) for status in set(statuses)}
+        writers = WRITER_PROCESSES * WRITERS_PER_PROCESS
+        assert counts == {201: writers * WRITES, 200: 2 * writers * WRITES}, counts
+        assert "database is locked" not in server.logs()
+    finally:
+        server.stop()

@@ -128,3 +128,20 @@ def test_without_headers_updates_are_unconditional(api):
     task = api.new_task()
     api.update(task["id"], {"title": "a"})
     assert api.update(task["id"], {"title": "b"}).json()["title"] == "b"
+
+
+def test_if_match_with_non_ascii_digits_is_412_on_every_write(api):
+    """`str.isdigit()` accepts superscripts (`"²"`, sent as Latin-1) that `int()` refuses: an
+    ETag with them names no version, so it matches nothing (412), never a 500."""
+    task = api.new_task()
+    task_id = task["id"]
+    for digits in ("\xb2", "1\xb3", "\xb9", "\xbd", "\u0661"):
+        header = f'"{task_id}-{digits}"'.encode("utf-8" if digits == "\u0661" else "latin-1")
+        for response in (
+            api.update(task_id, {"title": "x"}, headers={"If-Match": header}),
+            api.update(task_id, {"title": "x"}, method="PATCH", headers={"If-Match": header}),
+            api.request("PATCH", api.path(task_id, "/complete"), headers={"If-Match": header}),
+            api.request("DELETE", api.path(task_id), headers={"If-Match": header}),
+        ):
+            assert_problem(response, 412)
+    assert api.get(task_id).json() == task

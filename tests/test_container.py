@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import subprocess
 import time
 import uuid
@@ -171,8 +172,12 @@ def test_image_is_small_runs_as_non_root_and_holds_no_secret(stack, base_images,
     assert added < 150
     assert stack.inspect("api")["Config"]["User"] == "app:app"
     assert stack.exec("api", "id", "-u").stdout.strip() != "0"
-    # exec form: PID 1 is uvicorn itself (not a shell that would swallow SIGTERM).
+    # exec form: PID 1 is uvicorn itself (not a shell that would swallow SIGTERM), with the
+    # Procfile's web command and limits.
     assert stack.exec("api", "cat", "/proc/1/comm").stdout.strip() == "uvicorn"
+    argv = stack.exec("api", "cat", "/proc/1/cmdline").stdout.split("\0")[:-1]
+    web = re.search(r"^web: (.+)$", (ROOT / "Procfile").read_text(), re.M).group(1)
+    assert argv[2:] == shlex.split(web.replace("${PORT:-8000}", "8000"))[1:]
     listing = stack.exec("api", "ls", "-a", "/app").stdout.split()
     assert ".env" not in listing and "tests" not in listing and ".git" not in listing
     assert "app.py" in listing

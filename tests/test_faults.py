@@ -15,10 +15,12 @@ import httpx
 import psycopg2
 import pytest
 
+import migrations
 from store import CONNECT_TIMEOUT, POOL_OVERFLOW, POOL_SIZE, POOL_TIMEOUT, STATEMENT_TIMEOUT_MS
 from tests.conftest import Api, new_user, server_env
 from tests.pgcluster import PostgresCluster
 from tests.servers import AppServer
+from tests.test_server import assert_one_clear_line
 from tests.test_validation import assert_problem
 
 POOL = POOL_SIZE + POOL_OVERFLOW  # connections per worker
@@ -233,3 +235,132 @@ def test_sigterm_lets_in_flight_requests_finish(postgres_database):
         assert "Traceback" not in server.logs()
     finally:
         server.stop()
+
+
+def terminate_role_connections(cluster: PostgresCluster) -> None:
+    """End the app's sessions, so that the role settings changed meanwhile apply to the new
+    ones (a failover or a DBA's ALTER ROLE does the same to a running service)."""
+    cluster.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                  PostgresCluster.USER)
+
+
+@contextmanager
+def role_setting(cluster: PostgresCluster, sql: str, reset: str):
+    cluster.admin(sql)
+    terminate_role_connections(cluster)
+    try:
+        yield
+    finally:
+        cluster.admin(reset)
+
+
+def assert_recovers(server: AppServer, api: Api, task: dict) -> None:
+    """Without a restart, /ready turns 200 and then every write succeeds, whichever pooled
+    connection it gets."""
+    wait_until(lambda: httpx.get(f"{server.url}/ready").status_code == 200, what="/ready 200")
+    for n in range(POOL + 2):
+        assert api.update(task["id"], {"title": f"back {n}"}).status_code == 200
+    assert api.create({"title": "new"}).status_code == 201
+    assert Api(api.client, new_user(), "A").list().status_code == 200
+
+
+@pytest.fixture
+def on_cluster(cluster):
+    """The app on the private cluster, a user of it and one of the user's tasks; no traceback
+    may reach the log."""
+    server = AppServer(server_env(cluster.url(sslmode="require"))).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            api = Api(http, new_user(), "A")
+            yield server, api, api.new_task()
+        assert "Traceback" not in server.logs()
+    finally:
+        server.stop()
+
+
+def test_read_only_database_is_503_and_not_ready_then_recovers(cluster, on_cluster):
+    """A failover to a replica, or `default_transaction_read_only`: every write and a new
+    user's first request (its row cannot be stored) are 503 with Retry-After, /ready is 503,
+    reads of known users still work; once writable, full service returns without a restart."""
+    server, api, task = on_cluster
+    with role_setting(cluster, "ALTER ROLE todo SET default_transaction_read_only = on",
+                      "ALTER ROLE todo RESET default_transaction_read_only"):
+        for response in (
+            api.create({"title": "t"}), api.update(task["id"], {"title": "u"}),
+            api.update(task["id"], {"title": "u"}, method="PATCH"), api.toggle(task["id"]),
+            api.delete(task["id"]), Api(api.client, new_user(), "A").list(),
+            api.create({"title": "t"}, headers={"Idempotency-Key": "read-only"}),
+            httpx.get(f"{server.url}/ready"),
+        ):
+            assert_unavailable(response)
+        assert api.get(task["id"]).json() == task
+        assert api.list().status_code == 200
+    terminate_role_connections(cluster)  # the replica's sessions end with the failover
+    assert_recovers(server, api, task)
+
+
+def test_read_only_sessions_left_in_the_pool_recover_without_a_restart(cluster, on_cluster):
+    """The database turns writable again while the pool still holds read-only sessions (no
+    failover closed them): the first write on one is 503 and renews the pool, /ready too."""
+    server, api, task = on_cluster
+    with role_setting(cluster, "ALTER ROLE todo SET default_transaction_read_only = on",
+                      "ALTER ROLE todo RESET default_transaction_read_only"):
+        assert_unavailable(api.toggle(task["id"]))
+    assert_recovers(server, api, task)
+
+
+def test_connection_limit_is_503_then_recovers(cluster, on_cluster):
+    """No connection allowed (`too many connections for role`, SQLSTATE 53300, as when a
+    plan's connection limit is reached): 503 with Retry-After and /ready 503, then recovery."""
+    server, api, task = on_cluster
+    with role_setting(cluster, "ALTER ROLE todo CONNECTION LIMIT 0",
+                      "ALTER ROLE todo CONNECTION LIMIT -1"):
+        for response in (api.list(), api.toggle(task["id"]), httpx.get(f"{server.url}/ready")):
+            assert_unavailable(response)
+    assert_recovers(server, api, task)
+
+
+def test_serialization_failures_are_503_never_500(cluster, on_cluster):
+    """A role whose transactions are SERIALIZABLE: concurrent toggles of one task fail with
+    SQLSTATE 40001 (could not serialize access); each is 503 with Retry-After or succeeds, and
+    the task's state is the one its successful toggles predict."""
+    server, api, task = on_cluster
+    with role_setting(cluster, "ALTER ROLE todo SET default_transaction_isolation = serializable",
+                      "ALTER ROLE todo RESET default_transaction_isolation"):
+        with ThreadPoolExecutor(20) as pool:
+            responses = list(pool.map(lambda _: api.toggle(task["id"]), range(40)))
+        for response in responses:
+            if response.status_code != 200:
+                assert_unavailable(response)
+        toggled = sum(r.status_code == 200 for r in responses)
+        assert api.get(task["id"]).json()["completed"] is (toggled % 2 == 1)
+    terminate_role_connections(cluster)
+    assert_recovers(server, api, task)
+
+
+def test_role_with_a_1_ms_statement_timeout(cluster):
+    """A role whose statement_timeout is 1 ms. Each session of the server sets its own limit
+    (store.STATEMENT_TIMEOUT_MS) first, but that SET itself runs under the 1 ms limit, which a
+    busy machine exceeds now and then: so either the server starts and serves, or it refuses to
+    start with one line naming the host and the setting to raise; never a traceback."""
+    migrations.upgrade(cluster.url(sslmode="require"))  # the release step, before the change
+    with role_setting(cluster, "ALTER ROLE todo SET statement_timeout = 1",
+                      "ALTER ROLE todo RESET statement_timeout"):
+        server = AppServer(server_env(cluster.url(sslmode="require")), migrate=False)
+        server.start(wait=False)
+        try:
+            try:
+                server.wait_ready()
+            except RuntimeError:
+                assert_one_clear_line(server.logs(), f"localhost:{cluster.port}/todo",
+                                      "ALTER ROLE todo SET statement_timeout")
+                return
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                api = Api(http, new_user(), "A")
+                task = api.new_task()
+                for response in (api.toggle(task["id"]), api.list()):
+                    if response.status_code != 200:
+                        assert_unavailable(response)
+            assert "Traceback" not in server.logs()
+        finally:
+            server.stop()

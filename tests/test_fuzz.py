@@ -4,6 +4,7 @@ stored as sent and reads back, alone and in every list order. Bounded: a few hun
 per database."""
 
 import json
+import time
 from datetime import date, datetime, timedelta, timezone
 
 import httpx
@@ -12,9 +13,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Api, new_user
+from tests.test_auth import signed_payload
 from tests.test_validation import assert_problem
 
-FUZZ = settings(max_examples=80, deadline=None, database=None,
+FUZZ = settings(max_examples=80, deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Any character, lone surrogates and NUL included (json.dumps escapes them as \ud800, \u0000).
@@ -175,3 +177,65 @@ def test_no_list_query_breaks_the_api(fuzz, listed, params):
     expected = [t["id"] for t in everything if status in ("all", ("pending", "completed")[t["completed"]])]
     assert len(everything) >= len(listed)
     assert sorted(t["id"] for t in response.json()) == sorted(expected)
+
+
+# Header values as a client can send them: any Latin-1 text (Unicode digits such as "²" among
+# it), ETag-like shapes around the task's own, and lists of them.
+latin1 = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+                 max_size=30)
+digitish = st.text(st.sampled_from("0123456789\xb2\xb3\xb9\xbc\xbd\xbe-+ ,\"W/*"), max_size=12)
+
+
+def etags(task_id: int):
+    tag = st.builds(lambda version: f'"{task_id}-{version}"', digitish | latin1)
+    return st.one_of(latin1, digitish, tag, st.lists(tag | digitish, max_size=4).map(", ".join))
+
+
+@FUZZ
+@given(data=st.data())
+def test_no_conditional_or_key_header_breaks_a_write(fuzz, data):
+    """If-Match, If-None-Match, Idempotency-Key and X-Request-ID with any Latin-1 text on every
+    write: never a 5xx; a write that went through changed the task as sent."""
+    task = fuzz.new_task(title="before")
+    headers = {name: data.draw(etags(task["id"]), label=name)
+               for name in ("If-Match", "If-None-Match")}
+    headers["Idempotency-Key"] = data.draw(latin1 | digitish, label="Idempotency-Key")
+    headers["X-Request-ID"] = data.draw(latin1, label="X-Request-ID")
+    headers = {k: v.strip().encode("latin-1") for k, v in headers.items() if v.strip()}
+    for method, path, body in (("PATCH", fuzz.path(task["id"]), {"title": "after"}),
+                               ("PATCH", fuzz.path(task["id"], "/complete"), None),
+                               ("GET", fuzz.path(task["id"]), None),
+                               ("DELETE", fuzz.path(task["id"]), None)):
+        response = fuzz.request(method, path, headers=headers,
+                                **({"json": body} if body else {}))
+        event(f"{method} {response.status_code}")
+        assert response.status_code < 500, response.text
+        if response.status_code >= 400:
+            assert_problem(response, response.status_code)
+    fuzz.delete(task["id"])
+
+
+numeric_dates = st.one_of(
+    st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+    st.text(max_size=12), st.integers(-10**30, 10**30).map(str), st.lists(st.integers(), max_size=2),
+    st.integers(10**15, 10**400),
+)
+
+
+@FUZZ
+@given(claims=st.fixed_dictionaries({}, optional={"exp": numeric_dates, "nbf": numeric_dates,
+                                                  "iat": numeric_dates, "sub": any_text | json_values,
+                                                  "email": any_text | json_values,
+                                                  "name": any_text | json_values}))
+def test_no_signed_claims_break_authentication(fuzz, claims):
+    """Correctly signed tokens with claims of any JSON type and size: 200 (a usable token) or
+    401 invalid_token, never a 5xx; NumericDates of the wrong type are never accepted."""
+    payload = json.dumps({"exp": int(time.time()) + 600, **claims}, allow_nan=True)
+    token = signed_payload(payload)
+    response = fuzz.client.get("/api/tasks", headers={"Authorization": f"Bearer {token}"})
+    event(f"claims {response.status_code}")
+    assert response.status_code in (200, 401), response.text
+    wrong_type = [c for c in ("exp", "nbf", "iat")
+                  if c in claims and type(claims[c]) not in (int, float)]
+    if wrong_type:
+        assert response.status_code == 401, (wrong_type, claims)

@@ -1,6 +1,10 @@
 """Tasks are private: another user's task is indistinguishable from a missing one (404), and a
 foreign path user is 403 (SPEC.md: Endpoints)."""
 
+from urllib.parse import quote
+
+import jwt
+
 from tests.conftest import Api, new_user, rows
 from tests.test_validation import assert_problem
 
@@ -98,3 +102,32 @@ def test_both_families_see_the_same_tasks(client):
     assert family_a.get(task["id"]).json() == toggled
     assert family_b.delete(task["id"]).status_code == 204
     assert family_a.list().json() == []
+
+
+def test_user_ids_are_compared_byte_for_byte(client):
+    """docs/frontend.md: no normalization. The NFC and NFD spellings of one name are two users,
+    each seeing only their own tasks, on both route families."""
+    nfc, nfd = "user-caf\u00e9", "user-cafe\u0301"
+    users = {form: new_user(sub=form) for form in (nfc, nfd)}
+    for form, user in users.items():
+        Api(client, user, "A").new_task(title=form)
+    for form, user in users.items():
+        assert [t["title"] for t in Api(client, user, "A").list().json()] == [form]
+        own = client.get(f"/api/{quote(form)}/tasks", headers=user.headers)
+        assert [t["title"] for t in own.json()] == [form]
+    other = client.get(f"/api/{quote(nfd)}/tasks", headers=users[nfc].headers)
+    assert_problem(other, 403)
+
+
+def test_a_user_id_with_a_slash_has_only_the_token_routes(client):
+    """An id containing `/` cannot be a path segment (`%2F` is decoded before routing): the
+    path routes are 404 for it, the token-only routes work."""
+    user = new_user(sub=f"org/{new_user().id}")
+    task = Api(client, user, "A").new_task()
+    assert_problem(client.get(f"/api/{quote(user_id_of(user), safe='')}/tasks",
+                              headers=user.headers), 404)
+    assert Api(client, user, "A").get(task["id"]).json() == task
+
+
+def user_id_of(user) -> str:
+    return jwt.decode(user.token, options={"verify_signature": False})["sub"]

@@ -1,7 +1,11 @@
 """The published contract: `GET /openapi.json` is a valid OpenAPI 3.1 document of exactly the
 served routes, built from the handlers' Pydantic models, and `GET /docs` shows it offline."""
 
+import json
+import os
 import re
+import shutil
+import subprocess
 
 import pytest
 from openapi_schema_validator import OAS31Validator
@@ -199,6 +203,42 @@ def test_title_pattern_is_the_validator(spec, title, valid):
     schema = spec["components"]["schemas"]["TaskCreate"]["properties"]["title"]
     assert _validator(spec, schema).is_valid(title) is valid
     assert _accepts(TaskCreate, {"title": title}) is valid
+
+
+ASTRAL_TITLES = [  # characters beyond U+FFFF: one code point, two UTF-16 code units each
+    ("\U0001f600" * 200, True), ("\U0001f600" * 201, False), (" \U0001f600 ", True),
+    ("a" * 199 + "\U0001f600", True), ("\U0001f600" + "a" * 199, True),
+    ("\U0001f600" * 199 + "ab", False), ("\U0001f468\u200d\U0001f469" * 66, True),
+]
+
+
+@pytest.mark.parametrize("title,valid", ASTRAL_TITLES)
+def test_title_pattern_counts_code_points(spec, title, valid):
+    schema = spec["components"]["schemas"]["TaskCreate"]["properties"]["title"]
+    assert _validator(spec, schema).is_valid(title) is valid
+    assert _accepts(TaskCreate, {"title": title}) is valid
+
+
+def test_title_pattern_read_with_the_u_flag_is_the_validator(spec):
+    """JSON Schema's patterns are ECMA-262 with the `u` flag: so read, in JavaScript (Node), the
+    title pattern counts code points and agrees with the server; read without it, it counts
+    UTF-16 units and would stop a user at 100 emoji, as the schema's description warns."""
+    schema = spec["components"]["schemas"]["TaskCreate"]["properties"]["title"]
+    assert "`u` flag" in schema["description"]
+    titles = [title for title, _ in ASTRAL_TITLES] + ["a", "", "x" * 201, "a\x00b", " \u3000x "]
+    script = ("const [p, titles] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "console.log(JSON.stringify(titles.map(t => [new RegExp(p, 'u').test(t),"
+              " new RegExp(p).test(t)])));")
+    if shutil.which("node") is None:
+        if os.getenv("CI"):
+            pytest.fail("node is not installed")
+        pytest.skip("node is not installed")
+    done = subprocess.run(["node", "-e", script], input=json.dumps([schema["pattern"], titles]),
+                          capture_output=True, text=True, check=True)
+    answers = dict(zip(titles, json.loads(done.stdout)))
+    for title, (unicode, _) in answers.items():
+        assert unicode is _accepts(TaskCreate, {"title": title}), title
+    assert answers["\U0001f600" * 200] == [True, False]  # 400 UTF-16 units without `u`
 
 
 def _accepts(model: type[BaseModel], data: dict) -> bool:

@@ -51,6 +51,18 @@ def test_limit_and_link(api):
     assert "link" not in api.list(limit=5).headers
 
 
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1:1", "[::1]", "x\"y"])
+def test_link_is_a_relative_reference_the_host_header_cannot_move(api, host):
+    """The next page's link is a relative reference (RFC 8288 section 3.1), so a client's
+    `Host` or a TLS-terminating proxy cannot point it elsewhere or at http://."""
+    for n in range(3):
+        api.new_task(title=str(n))
+    response = api.request("GET", api.path(), params={"limit": 1}, headers={"Host": host})
+    link = next_link(response)
+    assert link.startswith(f"{api.prefix}/tasks?") and "limit=1" in link, link
+    assert len(walk(api, {"limit": 1})) == 3
+
+
 def make_varied_tasks(api: Api, count: int) -> None:
     rng = random.Random(count)
     for n in range(count):

@@ -13,13 +13,14 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import SECRET, Api, new_user, rows, server_env
-from tests.servers import ROOT, AppServer
+from middleware.slow_clients import HEAD_TIMEOUT_SECONDS
+from tests.servers import ROOT, AppServer, free_port, procfile_options
 from tests.pgwire import RoundTripProxy
 
 
-def start_failure(env: dict[str, str]) -> str:
+def start_failure(env: dict[str, str], migrate: bool = True) -> str:
     """Start the server with `env`, expect it to refuse, return what it printed."""
-    server = AppServer({**env}).start(wait=False)
+    server = AppServer({**env}, migrate=migrate).start(wait=False)
     assert server.process.wait(20) != 0
     return server.logs()
 
@@ -33,6 +34,32 @@ def test_refuses_to_start_without_a_usable_secret(tmp_path, secret, message):
     output = start_failure(env)
     assert message in output
     assert "Traceback" not in output
+
+
+def assert_one_clear_line(output: str, *words: str) -> None:
+    """A start-up refusal: no traceback, and one line that says all of `words`."""
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if all(word in line for word in words)]
+    assert len(lines) == 1, output
+    assert len(output.splitlines()) <= 6, output
+
+
+@pytest.mark.parametrize("path,words", [
+    ("/tmp/no-such-directory-{n}/todo.db", ["/tmp/no-such-directory-", "does not exist"]),
+    ("/proc/todo-{n}.db", ["/proc/todo-", "DATABASE_URL"]),
+], ids=["missing directory", "read-only file system"])
+def test_unusable_sqlite_path_is_one_clear_line(path, words):
+    path = path.format(n=time.time_ns())
+    assert_one_clear_line(start_failure(server_env(f"sqlite:///{path}"), migrate=False), *words)
+
+
+def test_unreachable_database_at_start_is_one_clear_line():
+    port = free_port()  # nothing listens there
+    password = f"pw-{time.time_ns()}"
+    output = start_failure(server_env(f"postgresql://todo:{password}@127.0.0.1:{port}/todo"),
+                           migrate=False)
+    assert_one_clear_line(output, f"127.0.0.1:{port}/todo", "DATABASE_URL")
+    assert password not in output
 
 
 def test_refuses_bad_log_level(tmp_path):
@@ -84,6 +111,131 @@ def test_a_path_cannot_forge_log_lines(server):
     assert lines and not any(line.startswith(marker) for line in lines), lines
     ours = [line for line in lines if "request_id=" in line]
     assert len(ours) == 1 and ours[0].isprintable(), ours
+
+
+def test_claims_cannot_forge_log_lines(server):
+    """A signed `sub` holding CR, LF and other control characters reaches a log line (the
+    warning that another user holds the token's email): it is escaped there as in the request
+    line, so a token cannot write a fake line either."""
+    marker = f"forged-{time.time_ns()}"
+    shared = f"{marker}@example.com"
+    holder = new_user(email=shared)
+    intruder = new_user(sub=f"x\r\n{marker} INFO todo.request GET /api/tasks 200\x1b[2J\u2028",
+                        email=shared)
+    assert httpx.get(f"{server.url}/api/tasks", headers=holder.headers).status_code == 200
+    assert httpx.get(f"{server.url}/api/tasks", headers=intruder.headers).status_code == 200
+    time.sleep(0.2)
+    lines = [line for line in server.logs().splitlines() if marker in line]
+    assert lines and not any(line.startswith(marker) for line in lines), lines
+    assert all(line.isprintable() for line in lines), lines
+
+
+@pytest.mark.parametrize("path", ["/api/tasks/", "/health/", "/ready/", "/api/tasks/1/",
+                                  "/api/tasks/1/complete/", "/openapi.json/", "/api/u/tasks/"])
+def test_trailing_slash_is_404_never_a_redirect(server, path):
+    """No redirect to a URL built from the client's `Host` (and always http://): a path with a
+    trailing slash names no resource, 404 problem details (401 first under /api without a
+    token, as for any path there)."""
+    user = new_user()
+    for headers in ({}, user.headers, {**user.headers, "Host": "evil.example"}):
+        expected = 401 if path.startswith("/api") and not headers else 404
+        for method in ("GET", "POST", "PATCH"):
+            response = httpx.request(method, f"{server.url}{path}", headers=headers,
+                                     follow_redirects=False)
+            assert response.status_code == expected, (method, path, response.status_code)
+            assert "location" not in response.headers
+            assert response.headers["content-type"] == "application/problem+json"
+
+
+def open_connections(port: int, count: int, first_bytes: bytes = b"") -> list[socket.socket]:
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if first_bytes:
+            sock.sendall(first_bytes)
+        sockets.append(sock)
+    return sockets
+
+
+def closed_by_server(sock: socket.socket, timeout: float) -> bytes | None:
+    """What the server sent before closing `sock` (b"" for nothing), or None if it kept it
+    open for `timeout` seconds."""
+    sock.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_a_flood_of_slow_connections_does_not_starve_normal_requests(tmp_path):
+    """1,100 connections held open by clients that send nothing, their headers a byte a second
+    (slowloris), or headers announcing a body that never comes, against the server as the
+    Procfile runs it, started with the common soft limit of 1,024 open files: a normal request
+    is still served at once; the silent and slowloris connections are closed once the head
+    timeout passes, and a missing body is answered 408. Loopback only, bounded in time."""
+    user = new_user()
+    server = AppServer(server_env(f"sqlite:///{tmp_path}/todo.db"), args=procfile_options(),
+                       open_files=1024).start()
+    flood: dict[str, list[socket.socket]] = {}
+    try:
+        flood["silent"] = open_connections(server.port, 400)
+        flood["slowloris"] = open_connections(server.port, 400, b"GET /health HTTP/1.1\r\n")
+        flood["no body"] = open_connections(server.port, 300, (
+            f"POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user.token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n").encode())
+        started = time.monotonic()
+        for n in range(3):
+            for sock in flood["slowloris"]:
+                sock.send(b"X")  # one more byte of a header line that never ends
+            response = httpx.get(f"{server.url}/api/tasks", headers=user.headers, timeout=5)
+            assert response.status_code == 200, response.text
+            created = httpx.post(f"{server.url}/api/tasks", json={"title": f"t{n}"},
+                                 headers=user.headers, timeout=5)
+            assert created.status_code == 201, created.text
+            time.sleep(1)
+        deadline = started + HEAD_TIMEOUT_SECONDS + 5
+        for kind in ("silent", "slowloris"):
+            for sock in flood[kind]:
+                assert closed_by_server(sock, max(deadline - time.monotonic(), 0.1)) == b"", kind
+        for sock in flood["no body"]:
+            answer = closed_by_server(sock, max(deadline - time.monotonic(), 0.1))
+            assert answer is not None and answer.startswith(b"HTTP/1.1 408 "), answer
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        assert "Traceback" not in server.logs()
+    finally:
+        for sock in (s for kind in flood.values() for s in kind):
+            sock.close()
+        server.stop()
+
+
+def test_a_silent_kept_alive_connection_is_closed(tmp_path):
+    """After a response, a connection that stays silent is closed after --timeout-keep-alive;
+    one that starts a request and stalls, after the head timeout."""
+    server = AppServer(server_env(f"sqlite:///{tmp_path}/todo.db"), args=procfile_options()).start()
+    keep_alive = int(procfile_options()[procfile_options().index("--timeout-keep-alive") + 1])
+    try:
+        request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        idle, stalled = open_connections(server.port, 2, request)
+        for sock in (idle, stalled):
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+        stalled.sendall(b"GET /health HTTP/1.1\r\nHost:")
+        started = time.monotonic()
+        assert closed_by_server(idle, keep_alive + 3) == b""
+        assert keep_alive - 1 < time.monotonic() - started
+        assert closed_by_server(stalled, HEAD_TIMEOUT_SECONDS + 3) == b""
+        assert HEAD_TIMEOUT_SECONDS - 1 < time.monotonic() - started
+    finally:
+        idle.close()
+        stalled.close()
+        server.stop()
 
 
 def test_client_leaving_mid_body_is_no_500(server, db):

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import Api, User, make_token
+from tests.conftest import Api, User, make_token, rows
 from tests.test_validation import assert_problem
 
 TASK_KEYS = {"id", "title", "description", "completed", "due_date", "completed_at", "created_at",
@@ -162,6 +162,25 @@ def test_sort_by_title_is_case_insensitive_with_ties_on_id(api):
     assert [t["id"] for t in api.list(sort="title").json()] == expected_asc
     expected_desc = [made[2], made[0], apple_lower, apple_upper]
     assert [t["id"] for t in api.list(sort="title", order="desc").json()] == expected_desc
+
+
+def test_sort_by_title_outside_ascii_is_as_documented(api, db):
+    """README: `title` ignores the case of A-Z on both databases; beyond ASCII, PostgreSQL folds
+    case by its database's LC_CTYPE (Unicode-aware under a UTF-8 locale, such as Neon's
+    C.UTF-8), SQLite not at all: there "Éclair" and "éclair" are two keys, in code point order."""
+    made = {title: api.new_task(title=title)["id"]
+            for title in ("éclair", "Zebra", "Éclair", "apple")}
+    listed = [t["title"] for t in api.list(sort="title").json()]
+    if db.dialect.name == "sqlite":
+        assert listed == ["apple", "Zebra", "Éclair", "éclair"]
+        return
+    ctype = rows(db, "SELECT datctype FROM pg_database WHERE datname = current_database()")
+    if ctype[0]["datctype"] in ("C", "POSIX"):
+        assert listed == ["apple", "Zebra", "Éclair", "éclair"]
+    else:  # one key for both: adjacent, in id order (where Zebra goes is the collation's)
+        ids = [t["id"] for t in api.list(sort="title").json()]
+        pair = sorted([made["éclair"], made["Éclair"]])
+        assert listed[0] == "apple" and pair in (ids[1:3], ids[2:4]), listed
 
 
 def test_sort_by_created(api):

@@ -1,6 +1,7 @@
 """Bad input is 400 (or 413/415) with problem details and changes nothing (SPEC.md: Validation
 and errors)."""
 
+import gzip
 import json
 
 import pytest
@@ -149,6 +150,24 @@ def test_non_json_content_type_is_415(api, content_type):
     task = api.new_task()
     assert_problem(api.update(task["id"], content=body, headers=headers), 415)
     assert api.list().json() == [task]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd", "x-anything", "gzip, identity"])
+def test_encoded_request_body_is_415(api, encoding):
+    """A body with a Content-Encoding is not read as if it were plain JSON: 415 with
+    `Accept-Encoding: identity` (RFC 9110 section 15.5.16), nothing stored or changed."""
+    body = json.dumps({"title": "encoded"}).encode()
+    if encoding.startswith("gzip"):
+        body = gzip.compress(body)
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    created = api.create(content=body, headers=headers)
+    assert_problem(created, 415)
+    assert created.headers["accept-encoding"] == "identity"
+    task = api.new_task()
+    assert_problem(api.update(task["id"], content=body, headers=headers), 415)
+    assert api.list().json() == [task]
+    plain = {"Content-Type": "application/json", "Content-Encoding": "identity"}
+    assert api.create(content=json.dumps({"title": "plain"}).encode(), headers=plain).status_code == 201
 
 
 def test_json_content_type_with_charset_is_accepted(api):
