@@ -5,7 +5,6 @@ same after checking the path's user is the token's user (else 403, before any qu
 """
 
 import functools
-import hashlib
 from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
@@ -135,7 +134,7 @@ async def list_tasks(request: Request) -> Response:
             errors = [FieldError(field="cursor", message=str(error))]
             raise ProblemError(400, str(error), errors=errors) from None
     page = await _run(request, Store.list_tasks, query, after)
-    headers = {"ETag": f'"{hashlib.sha256(page.body).hexdigest()[:32]}"'}
+    headers = {"ETag": f'"{page.versions}"'}
     if page.last is not None:
         cursor = cursors.encode(user_id, query, *page.last)
         headers["Link"] = f'<{request.url.include_query_params(cursor=cursor)}>; rel="next"'

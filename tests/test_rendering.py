@@ -120,6 +120,7 @@ def test_list_pages_are_the_same_bytes(stores, monkeypatch, tasks, now, limit):
             rendered = database.list_tasks(user, query, after)
             expected = python.list_tasks(user, query, after)
             assert rendered.body == expected.body, (status, sort, order)
+            assert rendered.versions == expected.versions
             assert _same_position(rendered.last, expected.last)
             if expected.last is None:
                 break
