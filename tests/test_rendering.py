@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -80,8 +80,18 @@ def _same_position(rendered, python) -> bool:
     return (value, task_id) == python
 
 
+# Every character either encoder escapes, and some that neither does.
+ESCAPED = "a" + "".join(map(chr, range(1, 32))) + '\x7f"\\/\u2028\u2029\ufeff\uffff\U0001f600e\u0301z'
+EARLIEST, LATEST = datetime(1, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 59, 59,
+                                                                      999999, tzinfo=timezone.utc)
+
+
 @SETTINGS
 @given(tasks=st.lists(TASKS, min_size=1, max_size=4), now=UTC_TIMES)
+@example(tasks=[{"title": ESCAPED, "description": ESCAPED, "due_date": LATEST, "completed": True}],
+         now=EARLIEST)
+@example(tasks=[{"title": "x", "description": "", "due_date": EARLIEST, "completed": False}],
+         now=LATEST)
 def test_single_task_answers_are_the_same_bytes(stores, monkeypatch, tasks, now):
     """POST, GET, PATCH and toggle answers on every path."""
     monkeypatch.setattr(store_module, "_now", lambda: now)
