@@ -163,6 +163,54 @@ def test_frontend_page_manages_tasks_across_origins(page, frontend, api_server):
     assert page.console_errors == []
 
 
+def test_credentialed_fetch_passes_the_preflight_and_a_cookie_alone_is_401(page, frontend, api_server):
+    """A frontend whose fetch sends `credentials: "include"` (cookies and all) works: Chromium
+    requires Access-Control-Allow-Credentials on the preflight and the answer. The browser
+    sends a cookie holding a valid token along (localhost:3000 and localhost:PORT are the same
+    site), and without the Authorization header that is still a 401."""
+    user = new_user()
+    api = f"http://localhost:{api_server.port}"
+    page.context.add_cookies([
+        {"name": name, "value": user.token, "domain": "localhost", "path": "/"}
+        for name in ("better-auth.session_token", "token")
+    ])
+    page.goto(app_url(frontend, api, new_user().token))  # the page's own calls work too
+    expect(page.locator("#status")).to_have_text("0 tasks")
+    sent_cookies = []
+    page.on("request", lambda request: request.url.startswith(api) and request.method != "OPTIONS"
+            and sent_cookies.append(request.all_headers().get("cookie", "")))
+    answers = page.evaluate(
+        """async ([api, token]) => {
+            const call = async (init) => {
+                const response = await fetch(api + "/api/tasks", {credentials: "include", ...init});
+                return [response.status, await response.json()];
+            };
+            const created = await call({method: "POST", body: JSON.stringify({title: "with credentials"}),
+                headers: {Authorization: "Bearer " + token, "Content-Type": "application/json"}});
+            const listed = await call({headers: {Authorization: "Bearer " + token}});
+            const cookieOnly = await call({});
+            const cookieOnlyPost = await call({method: "POST", body: JSON.stringify({title: "cookie"}),
+                headers: {"Content-Type": "application/json"}});
+            return {created, listed, cookieOnly, cookieOnlyPost};
+        }""",
+        [api, user.token],
+    )
+    assert answers["created"][0] == 201
+    assert [task["title"] for task in answers["listed"][1]] == ["with credentials"]
+    assert answers["cookieOnly"][0] == answers["cookieOnlyPost"][0] == 401
+    assert answers["cookieOnly"][1]["detail"]
+    for _ in range(50):  # request events arrive asynchronously
+        if len(sent_cookies) >= 4:
+            break
+        page.wait_for_timeout(100)
+    assert len(sent_cookies) == 4 and all(user.token in cookie for cookie in sent_cookies)
+    # Chromium made real preflights, which the API answered without a token.
+    assert re.search(r"todo.request OPTIONS /api/tasks 200 ", api_server.logs())
+    stored = httpx.get(f"{api_server.url}/api/tasks", headers=user.headers).json()
+    assert [task["title"] for task in stored] == ["with credentials"]
+    assert len(page.console_errors) == 2 and all("401" in error for error in page.console_errors)
+
+
 def test_page_from_another_origin_is_refused_by_the_browser(page, foreign_site, api_server):
     user = new_user()
     page.goto(app_url(foreign_site, api_server.url, user.token))

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+import migrations
 import store as store_module
 from schemas.tasks import ListQuery, TaskCreate
 from store import Store
@@ -46,10 +47,10 @@ def stores(postgres_admin_url, tmp_path_factory):
     run_sql(postgres_admin_url, f'ALTER DATABASE "{far_east.name}" SET timezone = '
             "'Pacific/Kiritimati'")
     sqlite_url = f"sqlite:///{tmp_path_factory.mktemp('rendering')}/todo.db"
+    for url in (utc.url, sqlite_url, far_east.url):
+        migrations.upgrade(url)
     made = (Store(utc.url), Store(utc.url, json_by_database=False), Store(sqlite_url),
             Store(far_east.url))
-    for one in made[::2] + made[3:]:
-        one.create_tables()
     yield made
     for one in made:
         one.dispose()

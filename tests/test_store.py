@@ -13,6 +13,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+import migrations
 from handlers.errors import EXCEPTION_HANDLERS
 from schemas.tasks import ListQuery, TaskCreate
 from store import InvalidData, Store
@@ -24,8 +25,8 @@ from tests.test_validation import assert_problem
 
 @pytest.fixture(scope="module")
 def pg_store(postgres_database):
+    migrations.upgrade(postgres_database.url)
     store = Store(postgres_database.url)
-    store.create_tables()
     yield store
     store.dispose()
 
