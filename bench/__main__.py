@@ -9,7 +9,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 
-from bench import latency, machine, memory, report, roundtrips, scale, throughput, wrk
+from bench import latency, machine, memory, pages, report, roundtrips, scale, throughput, wrk
 from bench.config import NEEDS_WRK, Settings
 from tests.servers import PostgresDatabase
 
@@ -27,6 +27,7 @@ def run(settings: Settings) -> list[report.Section]:
         "roundtrips": lambda url: roundtrips.measure(url),
         "latency": lambda url: latency.measure(url, settings),
         "throughput": lambda url: throughput.measure(url, settings),
+        "pages": lambda url: pages.measure(url, settings),
         "memory": lambda url: memory.measure(url, settings),
         "scale": lambda _url: scale.measure(settings.database_url, settings),
     }

@@ -2,11 +2,11 @@
 
 It runs the app's own list query through the app's own engine (`store.Store`, so the same
 SQLAlchemy engine settings, psycopg2, pool and checkout hook) in Starlette's thread pool, and
-returns the rows as JSON with `pydantic_core.to_json` (serialisation only; the fastest simple
-way; `json.dumps` with a datetime default costs more). No token check, no
-validation, no models, no ETag, no logging (the benchmark starts it with `--no-access-log`).
-The SQL text and parameters are the ones `Store.list_tasks` sends for `BENCH_USER_ID` with the
-default query, captured at import; every request replays them with `exec_driver_sql`.
+returns the JSON text PostgreSQL renders, as the app does. No token check, no validation, no
+ETag, no logging (the benchmark starts it with `--no-access-log`). The SQL text and parameters
+are the ones `Store.list_tasks` sends for `BENCH_USER_ID` with the default query
+(`Store.list_sql`); every request replays them with `exec_driver_sql`. bench/bare.py is the
+same endpoint without SQLAlchemy.
 
 Run by the benchmark as `uvicorn bench.baseline:app` with DATABASE_URL and BENCH_USER_ID set.
 With BENCH_LAYERS (comma-separated class names, e.g. `AuthMiddleware,RequestLogMiddleware`) it is
@@ -16,8 +16,6 @@ of each layer of the contract can be measured on its own (bench/throughput.py, t
 
 import os
 
-from pydantic_core import to_json
-from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -29,33 +27,16 @@ from store import Store
 
 store = Store(os.environ["DATABASE_URL"])
 
-
-def _list_query(user_id: str) -> tuple[str, dict]:
-    """(SQL, parameters) that `Store.list_tasks` sends for `user_id`'s default list."""
-    sent = []
-
-    def capture(_connection, _cursor, statement, parameters, _context, _executemany):
-        sent.append((statement, parameters))
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
-        store.list_tasks(user_id, ListQuery())
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
-    return sent[-1]
+SQL, PARAMETERS = store.list_sql(os.environ["BENCH_USER_ID"], ListQuery())
 
 
-SQL, PARAMETERS = _list_query(os.environ["BENCH_USER_ID"])
-
-
-def _rows() -> list[dict]:
+def _body() -> bytes:
     with store.engine.connect() as connection:
-        return [dict(row) for row in connection.exec_driver_sql(SQL, PARAMETERS).mappings()]
+        return connection.exec_driver_sql(SQL, PARAMETERS).scalar().encode()
 
 
 async def tasks(_request: Request) -> Response:
-    rows = await run_in_threadpool(_rows)
-    return Response(to_json(rows), media_type="application/json")
+    return Response(await run_in_threadpool(_body), media_type="application/json")
 
 
 async def health(_request: Request) -> Response:

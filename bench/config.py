@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("roundtrips", "latency", "throughput", "memory", "scale")
-NEEDS_WRK = {"throughput", "memory"}
+SECTIONS = ("roundtrips", "latency", "throughput", "pages", "memory", "scale")
+NEEDS_WRK = {"throughput", "pages", "memory"}
 
 QUICK = {
     "latency_requests": 40,
@@ -18,6 +18,7 @@ QUICK = {
     "wrk_seconds": 3,
     "wrk_warmup_seconds": 1,
     "wrk_rounds": 1,
+    "pages_users": 100,
     "memory_first_sample": 5_000,
     "memory_second_sample": 10_000,
     "scale_tasks": 20_000,
@@ -42,6 +43,7 @@ class Settings:
     wrk_warmup_seconds: int = 3  # unmeasured wrk run before it
     wrk_connections: int = 64
     wrk_rounds: int = 3  # throughput runs of every configuration, interleaved; the best counts
+    pages_users: int = 1_000  # users per page size (20, 200, 1,000 tasks) whose tokens rotate
     memory_first_sample: int = 50_000  # requests before the first RSS sample
     memory_second_sample: int = 100_000  # ... and before the second
     scale_tasks: int = 1_000_000  # bulk tasks, spread over scale_users users

@@ -66,8 +66,8 @@ REPRODUCE = """## Reproduce
 
 ```sh
 # wrk comes from Debian's packages: make bench installs it when run as root
-make bench                     # about 10 minutes on 2 cores; prints the table, rewrites this file
-BENCH_QUICK=1 make bench       # about 1.5 minutes, small sizes (the figures are then rough)
+make bench                     # about 17 minutes on 2 cores; prints the table, rewrites this file
+BENCH_QUICK=1 make bench       # about 3 minutes, small sizes (the figures are then rough)
 BENCH_DATABASE_URL=postgresql://user@host:5432/postgres make bench   # another server
 BENCH_SECTIONS=roundtrips,latency BENCH_OUTPUT=- make bench          # some parts, print only
 ```
@@ -77,7 +77,7 @@ BENCH_SECTIONS=roundtrips,latency BENCH_OUTPUT=- make bench          # some part
 `postgresql://postgres@127.0.0.1:5432/postgres`); it creates and drops its own. Every size is a
 `BENCH_*` variable (`bench/config.py`): `BENCH_LATENCY_REQUESTS`, `BENCH_LATENCY_REQUESTS_DELAYED`,
 `BENCH_DELAY_MS`, `BENCH_WRK_SECONDS`, `BENCH_WRK_WARMUP_SECONDS`, `BENCH_WRK_CONNECTIONS`,
-`BENCH_WRK_ROUNDS`, `BENCH_MEMORY_FIRST_SAMPLE`, `BENCH_MEMORY_SECOND_SAMPLE`,
+`BENCH_WRK_ROUNDS`, `BENCH_PAGES_USERS`, `BENCH_MEMORY_FIRST_SAMPLE`, `BENCH_MEMORY_SECOND_SAMPLE`,
 `BENCH_SCALE_TASKS`, `BENCH_SCALE_USERS`, `BENCH_SCALE_BIG_USER_TASKS`,
 `BENCH_SCALE_REQUESTS`. Load only ever goes to 127.0.0.1 and every loop is bounded. The bench
 is not part of `make test` or CI; `tests/test_bench.py` runs it at toy sizes without wrk.

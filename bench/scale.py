@@ -5,7 +5,7 @@ then a bulk load (`INSERT ... SELECT generate_series`, then ANALYZE) of `scale_t
 `scale_users` users plus one big user with `scale_big_user_tasks`, interleaved so every user's
 rows are spread over the whole table as years of use would leave them; the same medians for a
 ~100-task user and the big user, a page of 50 for each sort; EXPLAIN ANALYZE of the app's own
-list SQL (captured from `Store.list_tasks`) per sort, which store.py's indexes should make an
+list SQL (`Store.list_sql`, what `Store.list_tasks` sends) per sort, which store.py's indexes should make an
 ordered index scan of one page.
 """
 
@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 
 import httpx
-from sqlalchemy import event
 
 from bench import harness
 from bench.config import Settings
@@ -111,17 +110,9 @@ class Scale:
     def plans(self, user_id: str) -> dict[str, list[str]]:
         """EXPLAIN (ANALYZE, BUFFERS) of the app's list SQL, first page of 50, per sort."""
         store = Store(self.database.url)
-        sent: list[tuple[str, dict]] = []
-
-        def capture(_connection, _cursor, statement, parameters, _context, _executemany):
-            sent.append((statement, parameters))
-
-        event.listen(store.engine, "before_cursor_execute", capture)
         try:
-            for sort in SORTS:
-                store.list_tasks(user_id, ListQuery(sort=sort, limit=PAGE))
+            sent = [store.list_sql(user_id, ListQuery(sort=sort, limit=PAGE)) for sort in SORTS]
         finally:
-            event.remove(store.engine, "before_cursor_execute", capture)
             store.dispose()
         self.statements = [statement for statement, _ in sent]
         return {sort: [line for (line,) in self.sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}",

@@ -33,17 +33,31 @@ def version() -> str:
 
 
 def run(url: str, headers: dict[str, str], seconds: int, connections: int,
-        threads: int = 1, cpus: set[int] | None = None) -> WrkResult:
+        threads: int = 1, cpus: set[int] | None = None, script: str | None = None) -> WrkResult:
     """`wrk` against `url` for `seconds` with `connections` keep-alive connections, on `cpus`
-    (all by default)."""
+    (all by default), with the Lua `script` file if given (`rotating_tokens`)."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-               "--latency"]
+               "--latency"] + (["-s", script] if script else [])
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     completed = subprocess.run(command + [url], capture_output=True, text=True,
                                timeout=seconds + 60, check=True, preexec_fn=pin)
     return parse(completed.stdout)
+
+
+def rotating_tokens(path: str, tokens: list[str]) -> str:
+    """Write a wrk Lua script to `path` whose requests take the bearer `tokens` in turn (one
+    wrk thread: one counter); returns `path`."""
+    listed = ",\n".join(f'  "{token}"' for token in tokens)
+    with open(path, "w") as script:
+        script.write(
+            f"local tokens = {{\n{listed}\n}}\nlocal turn = 0\n"
+            "request = function()\n"
+            "  turn = turn % #tokens + 1\n"
+            '  return wrk.format(nil, nil, {Authorization = "Bearer " .. tokens[turn]})\n'
+            "end\n")
+    return path
 
 
 def parse(output: str) -> WrkResult:

@@ -11,15 +11,6 @@ from itsdangerous import BadData, URLSafeSerializer
 
 from schemas.tasks import ListQuery
 
-SORT_FIELDS = {
-    "created": "created_at",
-    "updated": "updated_at",
-    "completed": "completed_at",
-    "title": "title",
-    "due_date": "due_date",
-}
-
-
 class Cursors:
     """Encodes and checks cursors with a secret key (bytes or str)."""
 
@@ -30,12 +21,12 @@ class Cursors:
     def _scope(user_id: str, query: ListQuery) -> list:
         return [user_id, query.status, query.sort, query.descending]
 
-    def encode(self, user_id: str, query: ListQuery, last: dict) -> str:
-        """The cursor of the page that follows the task `last` (a store row)."""
-        value = last[SORT_FIELDS[query.sort]]
+    def encode(self, user_id: str, query: ListQuery, value: object, task_id: int) -> str:
+        """The cursor of the page that follows the task `task_id` whose sort key is `value`
+        (store.Page.last: a title, or a time as a datetime or ISO 8601 text, or None)."""
         if isinstance(value, datetime):  # UTC, as every stored time (store.UTCTimestamp)
             value = value.isoformat()
-        return self._serializer.dumps({"s": self._scope(user_id, query), "v": value, "i": last["id"]})
+        return self._serializer.dumps({"s": self._scope(user_id, query), "v": value, "i": task_id})
 
     def decode(self, cursor: str, user_id: str, query: ListQuery) -> tuple[object, int]:
         """(sort value, id) of the last task before the page; ValueError if not ours or invalid."""

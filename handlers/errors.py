@@ -1,5 +1,6 @@
 """Problem-details responses for every failure a handler can meet (RFC 9457)."""
 
+import json
 import logging
 
 from pydantic import ValidationError
@@ -9,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from schemas.problem import PROBLEM_JSON, FieldError, Problem
-from schemas.tasks import TASK_JSON, task_etag
+from schemas.tasks import task_etag
 from store import DatabaseUnavailable, InvalidData, VersionMismatch
 
 log = logging.getLogger("todo.errors")
@@ -106,7 +107,7 @@ async def on_database_unavailable(request: Request, error: DatabaseUnavailable) 
 async def on_version_mismatch(request: Request, error: VersionMismatch) -> Response:
     """412: If-Match named another version; the body carries the task as it is now."""
     current = error.current
-    task = TASK_JSON.dump_python(current, mode="json")
+    task = json.loads(current["body"])
     problem = Problem.of(412, "the task has changed since you read it", task=task)
     return problem_response(problem, {"ETag": task_etag(current)})
 

@@ -8,7 +8,6 @@ still running is 409. Keys are per user and kept 24 hours (store.IDEMPOTENCY_TTL
 """
 
 import hashlib
-import json
 import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
@@ -18,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.errors import ProblemError
-from schemas.tasks import TASK_JSON, TaskPublic, task_etag
+from schemas.tasks import task_etag
 from store import DatabaseUnavailable, Store
 
 MAX_KEY_LENGTH = 255
@@ -76,11 +75,11 @@ def task_location(request: Request, task_id: int) -> str:
 
 
 def task_response(task: dict | None, status: int = 200, **headers: str) -> Response:
-    """A task (store row: UTC datetimes) as the JSON response, with its ETag; None is 404."""
+    """A task answer of the store ({id, version, body}) as the JSON response, with its ETag;
+    None is 404."""
     if task is None:
         raise ProblemError(404, "task not found")
-    body = TASK_JSON.dump_json(task)
-    return Response(body, status, {"ETag": task_etag(task), **headers}, "application/json")
+    return Response(task["body"], status, {"ETag": task_etag(task), **headers}, "application/json")
 
 
 def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
@@ -91,8 +90,7 @@ def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
             409, "a request with this Idempotency-Key is still in progress",
             headers={"Retry-After": "1"},
         )
-    row = json.loads(stored["response"])  # times as ISO text, any offset: parsed back to UTC
-    task = {**row, **TaskPublic.model_validate(row).model_dump()}
+    task = stored["response"]
     headers = {"Idempotent-Replayed": "true"}
     if stored["status"] == 201:
         headers["Location"] = task_location(request, task["id"])

@@ -5,7 +5,6 @@ same after checking the path's user is the token's user (else 403, before any qu
 """
 
 import functools
-import hashlib
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -19,7 +18,7 @@ from handlers.cursors import Cursors
 from handlers.errors import ProblemError, invalid_input
 from handlers.idempotency import idempotent, task_location, task_response
 from schemas.problem import FieldError
-from schemas.tasks import TASK_LIST_JSON, ListQuery, TaskCreate, TaskUpdate, task_etag
+from schemas.tasks import ListQuery, TaskCreate, TaskUpdate, task_etag
 from store import Store, Versions
 
 MAX_BODY_BYTES = 64 * 1024  # SPEC.md: bodies over 64 KiB are 413
@@ -157,18 +156,17 @@ async def list_tasks(request: Request) -> Response:
         except ValueError as error:
             errors = [FieldError(field="cursor", message=str(error))]
             raise ProblemError(400, str(error), errors=errors) from None
-    rows = await _run(request, Store.list_tasks, query, after)
-    page = rows[: query.limit]
-    body = TASK_LIST_JSON.dump_json(page)
-    headers = {"ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"'}
-    if len(rows) > query.limit:
+    page = await _run(request, Store.list_tasks, query, after)
+    headers = {"ETag": f'"{page.versions}"'}
+    if page.last is not None:
         # A relative reference (RFC 8288 section 3.1): nothing the client sends (Host) or a
         # proxy changes (the scheme) goes into it.
-        next_page = request.url.include_query_params(cursor=cursors.encode(user_id, query, page[-1]))
+        cursor = cursors.encode(user_id, query, *page.last)
+        next_page = request.url.include_query_params(cursor=cursor)
         headers["Link"] = f'<{quote(request.scope["path"])}?{next_page.query}>; rel="next"'
     if _not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    return _json(body, headers=headers)
+    return _json(page.body, headers=headers)
 
 
 async def create_task(request: Request) -> Response:

@@ -1,13 +1,18 @@
 """`make bench` at toy sizes: the benchmark still runs, measures and writes its report (the
-sections that need wrk are left to `make bench` itself)."""
+sections that need wrk are left to `make bench` itself); its bare-driver baseline answers with
+our app's bytes."""
 
+import json
 import os
 import re
 import subprocess
 import sys
 
-from bench import report
-from tests.servers import ROOT
+import httpx
+
+from bench import harness, report
+from tests.conftest import new_user
+from tests.servers import ROOT, AppServer
 
 
 def test_bench_runs_at_toy_sizes(postgres_admin_url, tmp_path):
@@ -36,3 +41,20 @@ def test_wrk_missing_is_explained(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "apt-get install wrk" in done.stderr
+
+
+def test_bare_endpoint_answers_with_the_apps_bytes(postgres_server, postgres_database, tmp_path):
+    owner = new_user()
+    with httpx.Client(base_url=postgres_server.url, timeout=30) as http:
+        harness.create_tasks(http, owner, 5)
+        ours = http.get("/api/tasks", headers=owner.headers)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({owner.token: owner.id}))
+    env = {"DATABASE_URL": postgres_database.url, "BENCH_TOKENS": str(tokens)}
+    bare = AppServer(env, app="bench.bare:app").start()
+    try:
+        theirs = httpx.get(f"{bare.url}/api/tasks", headers=owner.headers, timeout=30)
+    finally:
+        bare.stop()
+    assert len(ours.json()) == 5
+    assert theirs.content == ours.content

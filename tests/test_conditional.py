@@ -40,7 +40,7 @@ def test_if_none_match_on_a_task(api):
 
 
 def test_if_none_match_on_the_list(api):
-    api.new_task()
+    task_id = api.new_task()["id"]
     first = api.list()
     etag = first.headers["etag"]
     again = api.request("GET", api.path(), headers={"If-None-Match": etag})
@@ -48,6 +48,10 @@ def test_if_none_match_on_the_list(api):
     assert again.content == b""
     api.new_task()
     assert api.request("GET", api.path(), headers={"If-None-Match": etag}).status_code == 200
+    etag = api.list().headers["etag"]
+    api.update(task_id, {"description": "changed, same tasks"})
+    changed = api.request("GET", api.path(), headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
     other_query = api.request("GET", api.path(), params={"status": "completed"},
                               headers={"If-None-Match": etag})
     assert other_query.status_code == 200

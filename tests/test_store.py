@@ -42,7 +42,7 @@ def test_values_postgresql_refuses_are_invalid_data(pg_store, title):
         pg_store.create_task(user_id, unchecked)
     with pytest.raises(InvalidData):
         pg_store.update_task(user_id, 1, {"title": title})
-    assert pg_store.list_tasks(user_id, ListQuery()) == []  # nothing stored, pool still usable
+    assert pg_store.list_tasks(user_id, ListQuery()).body == b"[]"  # nothing stored, pool usable
 
 
 def test_invalid_data_is_400_problem_details():
