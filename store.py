@@ -127,6 +127,8 @@ class User(SQLModel, table=True):
     email: str | None = Field(default=None, unique=True)
     name: str | None = None
     created_at: datetime = Field(sa_column=_timestamp(nullable=False))
+    # `iat` (seconds) of the token whose email and name are stored: older tokens never win
+    claims_issued_at: float | None = None
 
 
 class Task(SQLModel, table=True):
@@ -401,31 +403,35 @@ class Store:
 
     # users
 
-    def ensure_user(self, user_id: str, email: str | None, name: str | None) -> None:
+    def ensure_user(self, user_id: str, email: str | None, name: str | None,
+                    issued_at: float | None = None) -> None:
         """Create the user or refresh its email and name, race-free (INSERT ... ON CONFLICT).
 
         Skipped when this process already stored the same claims. If another user already holds
         `email` (unique), the user is stored without it rather than failing the request, and
         each later request of the user tries the email again (the holder may have given it up).
+        Email and name are only refreshed from claims issued (`issued_at`, the token's `iat`) at
+        or after the stored ones, so an older token never rolls them back, on any worker.
         """
         if not self._knows(user_id, email, name):
             with self._connect() as connection:
-                self._store_user(connection, user_id, email, name)
+                self._store_user(connection, user_id, email, name, issued_at)
 
     @contextmanager
-    def acting_for(self, user_id: str, email: str | None, name: str | None) -> Iterator[None]:
+    def acting_for(self, user_id: str, email: str | None, name: str | None,
+                   issued_at: float | None = None) -> Iterator[None]:
         """A block of queries for this user, whose row must exist (SPEC.md: users are created on
         the first authenticated call). A user this process has not yet stored with these claims
         is upserted as `ensure_user` does; on PostgreSQL the upsert travels inside the block's
         first statement (a data-modifying CTE) instead of costing a round trip of its own. A
         user this process stored but whose row is gone (deleted in the database) is stored
         again when a statement of the block needs the row (`_execute`)."""
-        self._pending.caller = (user_id, email, name)
+        self._pending.caller = (user_id, email, name, issued_at)
         try:
             if self.engine.dialect.name != "postgresql":
-                self.ensure_user(user_id, email, name)
+                self.ensure_user(user_id, email, name, issued_at)
             elif not self._knows(user_id, email, name):
-                self._pending.user = (user_id, email, name)
+                self._pending.user = (user_id, email, name, issued_at)
             yield
         finally:
             self._pending.user = self._pending.caller = None
@@ -451,16 +457,16 @@ class Store:
                 raise
             self._store_user(connection, *caller)
             return connection.execute(statement, params)
-        self._remember(*claims)
+        self._remember(*claims[:3])
         return result
 
     def _store_user(self, connection: Connection, user_id: str, email: str | None,
-                    name: str | None) -> None:
+                    name: str | None, issued_at: float | None = None) -> None:
         try:
-            connection.execute(self._user_upsert(user_id, email, name, with_email=True))
+            connection.execute(self._user_upsert(user_id, email, name, issued_at, True))
         except exc.IntegrityError:
             log.warning("email of user %s is held by another user; stored without it", user_id)
-            connection.execute(self._user_upsert(user_id, email, name, with_email=False))
+            connection.execute(self._user_upsert(user_id, email, name, issued_at, False))
             email = None  # remembered as stored: the next request tries the email again
         self._remember(user_id, email, name)
 
@@ -478,18 +484,25 @@ class Store:
             if len(self._known) > KNOWN_USERS_MAX:
                 self._known.popitem(last=False)
 
-    def _user_upsert(self, user_id: str, email: str | None, name: str | None, with_email: bool):
+    def _user_upsert(self, user_id: str, email: str | None, name: str | None,
+                     issued_at: float | None, with_email: bool):
+        """INSERT of the user, or UPDATE of its name (and email `with_email`) when they changed
+        and the claims are not older than the stored ones (a token without `iat` only
+        refreshes a row stored without one: NULL compares as unknown)."""
         statement = self._insert(User).values(
-            id=user_id, email=email if with_email else None, name=name, created_at=_now()
+            id=user_id, email=email if with_email else None, name=name, created_at=_now(),
+            claims_issued_at=issued_at,
         )
         fresh = statement.excluded
         changed = User.name.is_distinct_from(fresh.name)
-        refresh = {"name": fresh.name}
+        refresh = {"name": fresh.name, "claims_issued_at": fresh.claims_issued_at}
         if with_email:
             changed |= User.email.is_distinct_from(fresh.email)
             refresh["email"] = fresh.email
+        not_older = or_(User.claims_issued_at.is_(None),
+                        fresh.claims_issued_at >= User.claims_issued_at)
         return statement.on_conflict_do_update(
-            index_elements=[User.id], set_=refresh, where=changed
+            index_elements=[User.id], set_=refresh, where=and_(changed, not_older)
         )
 
     # idempotency keys
