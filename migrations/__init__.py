@@ -14,7 +14,9 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+
+import store
 
 INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 COMMAND = "alembic upgrade head"  # the release step, run from the repository root
@@ -34,6 +36,17 @@ def config(url: str | None = None) -> Config:
     alembic_config.attributes["database_url"] = url
     alembic_config.attributes["configure_logging"] = False
     return alembic_config
+
+
+def direct_url(url: str) -> str:
+    """The SQLAlchemy URL migrations use for the app's `url`: a Neon pooler host
+    (`HOST-pooler.REGION...`) becomes the endpoint's direct host (`HOST.REGION...`), as a
+    session-level advisory lock means nothing through a transaction-mode pooler (Neon's
+    "Connection pooling" documentation); query parameters and credentials are kept."""
+    parsed = make_url(store.normalize_url(url))
+    if parsed.host and "-pooler." in parsed.host:
+        parsed = parsed.set(host=parsed.host.replace("-pooler.", ".", 1))
+    return parsed.render_as_string(hide_password=False)
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:

@@ -23,7 +23,7 @@ from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -46,10 +46,7 @@ log = logging.getLogger("alembic.env")
 def database_url() -> str:
     url = (config.attributes.get("database_url") or os.getenv("DATABASE_URL")
            or store.SQLITE_DEFAULT)
-    url = make_url(store.normalize_url(url))
-    if url.host and "-pooler." in url.host:
-        url = url.set(host=url.host.replace("-pooler.", ".", 1))
-    return url.render_as_string(hide_password=False)
+    return migrations.direct_url(url)
 
 
 def configure(connection: Connection) -> None:

@@ -30,6 +30,15 @@ def postgres_database(postgres_admin_url):
     database.drop()
 
 
+@pytest.fixture
+def new_postgres(postgres_admin_url):
+    """A PostgreSQL database of the test's own, for a test that needs it empty or at an older
+    schema (the session's `postgres_database` is shared, and migrated to head)."""
+    database = PostgresDatabase(postgres_admin_url)
+    yield database
+    database.drop()
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(request, tmp_path_factory) -> str:
     if request.param == "sqlite":

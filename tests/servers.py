@@ -46,7 +46,7 @@ def free_port() -> int:
 
 
 APP_VARIABLES = ("DATABASE_URL", "BETTER_AUTH_SECRET", "BETTER_AUTH_URL", "BETTER_AUTH_JWKS_URL",
-                 "CORS_ORIGINS", "LOG_LEVEL", "JWT_ISSUER", "JWT_AUDIENCE")
+                 "CORS_ORIGINS", "LOG_LEVEL", "JWT_ISSUER", "JWT_AUDIENCE", "CURSOR_SECRET")
 
 
 class AppServer:

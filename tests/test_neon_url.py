@@ -87,7 +87,7 @@ def test_sslmode_disable_is_refused_by_a_tls_only_server(cluster):
     log = startup_failure(cluster.url(sslmode="disable"))
     assert 'no pg_hba.conf entry for host "127.0.0.1", user "todo"' in log
     assert "no encryption" in log
-    assert "todo-api: cannot use the database: " in log
+    assert "todo-api: cannot use the database at " in log
     assert cluster.password not in log
 
 

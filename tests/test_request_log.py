@@ -11,6 +11,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+import migrations
 from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware
 from tests.conftest import FRONTEND
 
@@ -46,6 +47,7 @@ def configured_app(monkeypatch, tmp_path) -> Starlette:
     monkeypatch.setenv("BETTER_AUTH_SECRET", "s" * 48)
     monkeypatch.setenv("BETTER_AUTH_URL", FRONTEND)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/todo.db")
+    migrations.upgrade(f"sqlite:///{tmp_path}/todo.db")
     monkeypatch.delitem(sys.modules, "app", raising=False)
     return importlib.import_module("app").app
 

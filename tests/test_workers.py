@@ -83,10 +83,10 @@ def test_cursor_walk_over_four_workers_and_a_restart(deployment):
         server.stop()
 
 
-def test_expired_key_backlog_neither_delays_nor_fails_start_up(postgres_database):
+def test_expired_key_backlog_neither_delays_nor_fails_start_up(new_postgres):
     """200,000 expired Idempotency-Keys and 4 workers starting together: every worker starts at
     once and the backlog is purged in the background, in batches; a live key stays."""
-    url = postgres_database.url
+    url = new_postgres.url
     migrations.upgrade(url)
     expired = datetime.now(timezone.utc) - timedelta(days=2)
     run_sql(url, "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status)"

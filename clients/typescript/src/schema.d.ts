@@ -657,7 +657,7 @@ export interface operations {
                 "If-None-Match"?: string;
             };
             path: {
-                /** @description The task's `id`. */
+                /** @description The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript). */
                 task_id: number;
             };
             cookie?: never;
@@ -738,7 +738,7 @@ export interface operations {
                 "Idempotency-Key"?: string;
             };
             path: {
-                /** @description The task's `id`. */
+                /** @description The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript). */
                 task_id: number;
             };
             cookie?: never;
@@ -875,7 +875,7 @@ export interface operations {
                 "If-Match"?: string;
             };
             path: {
-                /** @description The task's `id`. */
+                /** @description The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript). */
                 task_id: number;
             };
             cookie?: never;
@@ -955,7 +955,7 @@ export interface operations {
                 "Idempotency-Key"?: string;
             };
             path: {
-                /** @description The task's `id`. */
+                /** @description The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript). */
                 task_id: number;
             };
             cookie?: never;
@@ -1094,7 +1094,7 @@ export interface operations {
                 "Idempotency-Key"?: string;
             };
             path: {
-                /** @description The task's `id`. */
+                /** @description The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript). */
                 task_id: number;
             };
             cookie?: never;
@@ -1437,7 +1437,7 @@ export interface operations {
             path: {
                 /** @description Your own user id (the token's `sub`); any other is 403. */
                 user_id: string;
-                /** @description The task's `id`. */
+                /** @description The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript). */
                 task_id: number;
             };
             cookie?: never;
@@ -1530,7 +1530,7 @@ export interface operations {
             path: {
                 /** @description Your own user id (the token's `sub`); any other is 403. */
                 user_id: string;
-                /** @description The task's `id`. */
+                /** @description The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript). */
                 task_id: number;
             };
             cookie?: never;
@@ -1679,7 +1679,7 @@ export interface operations {
             path: {
                 /** @description Your own user id (the token's `sub`); any other is 403. */
                 user_id: string;
-                /** @description The task's `id`. */
+                /** @description The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript). */
                 task_id: number;
             };
             cookie?: never;
@@ -1771,7 +1771,7 @@ export interface operations {
             path: {
                 /** @description Your own user id (the token's `sub`); any other is 403. */
                 user_id: string;
-                /** @description The task's `id`. */
+                /** @description The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript). */
                 task_id: number;
             };
             cookie?: never;
@@ -1922,7 +1922,7 @@ export interface operations {
             path: {
                 /** @description Your own user id (the token's `sub`); any other is 403. */
                 user_id: string;
-                /** @description The task's `id`. */
+                /** @description The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript). */
                 task_id: number;
             };
             cookie?: never;
