@@ -130,6 +130,8 @@ class User(SQLModel, table=True):
     email: str | None = Field(default=None, unique=True)
     name: str | None = None
     created_at: datetime = Field(sa_column=_timestamp(nullable=False))
+    # `iat` (seconds) of the token whose email and name are stored: older tokens never win
+    claims_issued_at: float | None = None
 
 
 class Task(SQLModel, table=True):
@@ -411,31 +413,35 @@ class Store:
 
     # users
 
-    def ensure_user(self, user_id: str, email: str | None, name: str | None) -> None:
+    def ensure_user(self, user_id: str, email: str | None, name: str | None,
+                    issued_at: float | None = None) -> None:
         """Create the user or refresh its email and name, race-free (INSERT ... ON CONFLICT).
 
         Skipped when this process already stored the same claims. If another user already holds
         `email` (unique), the user is stored without it rather than failing the request, and
         each later request of the user tries the email again (the holder may have given it up).
+        Email and name are only refreshed from claims issued (`issued_at`, the token's `iat`) at
+        or after the stored ones, so an older token never rolls them back, on any worker.
         """
         if not self._knows(user_id, email, name):
             with self._connect() as connection:
-                self._store_user(connection, user_id, email, name)
+                self._store_user(connection, user_id, email, name, issued_at)
 
     @contextmanager
-    def acting_for(self, user_id: str, email: str | None, name: str | None) -> Iterator[None]:
+    def acting_for(self, user_id: str, email: str | None, name: str | None,
+                   issued_at: float | None = None) -> Iterator[None]:
         """A block of queries for this user, whose row must exist (SPEC.md: users are created on
         the first authenticated call). A user this process has not yet stored with these claims
         is upserted as `ensure_user` does; on PostgreSQL the upsert travels inside the block's
         first statement (a data-modifying CTE) instead of costing a round trip of its own. A
         user this process stored but whose row is gone (deleted in the database) is stored
         again when a statement of the block needs the row (`_execute`)."""
-        self._pending.caller = (user_id, email, name)
+        self._pending.caller = (user_id, email, name, issued_at)
         try:
             if self.engine.dialect.name != "postgresql":
-                self.ensure_user(user_id, email, name)
+                self.ensure_user(user_id, email, name, issued_at)
             elif not self._knows(user_id, email, name):
-                self._pending.user = (user_id, email, name)
+                self._pending.user = (user_id, email, name, issued_at)
             yield
         finally:
             self._pending.user = self._pending.caller = None
@@ -461,18 +467,18 @@ class Store:
                 raise
             self._store_user(connection, *caller)
             return _run(connection, statement, params)
-        self._remember(*claims)
+        self._remember(*claims[:3])
         return result
 
     def _store_user(self, connection: Connection, user_id: str, email: str | None,
-                    name: str | None) -> None:
+                    name: str | None, issued_at: float | None = None) -> None:
         try:
             connection.execute(_user_upsert(self._insert, True),
-                               _user_params(user_id, email, name, True))
+                               _user_params(user_id, email, name, issued_at, True))
         except exc.IntegrityError:
             log.warning("email of user %s is held by another user; stored without it", user_id)
             connection.execute(_user_upsert(self._insert, False),
-                               _user_params(user_id, email, name, False))
+                               _user_params(user_id, email, name, issued_at, False))
             email = None  # remembered as stored: the next request tries the email again
         self._remember(user_id, email, name)
 
@@ -881,27 +887,36 @@ def _after(key, nullable: bool, descending: bool, in_tail: bool):
 # cost 1.3-1.9 ms of CPU in process against 0.2-0.3 ms for a known user's (an empty list): the
 # statement, its cache key and its compilation were new every time. Now 0.25-0.45 ms.
 
-def _user_params(user_id: str, email: str | None, name: str | None, with_email: bool) -> dict:
-    """Parameters of `_user_upsert`: without `with_email` the user is stored without an email."""
+def _user_params(user_id: str, email: str | None, name: str | None, issued_at: float | None,
+                 with_email: bool) -> dict:
+    """Parameters of `_user_upsert` (`issued_at`: the claims' `iat`, seconds since the epoch);
+    without `with_email` the user is stored without an email."""
     return {"caller_id": user_id, "caller_email": email if with_email else None,
-            "caller_name": name, "caller_since": _now()}
+            "caller_name": name, "caller_since": _now(), "caller_issued_at": issued_at}
 
 
 @functools.cache
 def _user_upsert(insert, with_email: bool):
     """INSERT ... ON CONFLICT of the caller's user row (`insert`: the dialect's insert), which
-    refreshes `name`, and `email` if `with_email`, only when they changed."""
+    refreshes `name`, and `email` if `with_email`, only when they changed and the claims are not
+    older than the stored ones (a token without `iat` only refreshes a row stored without one:
+    NULL compares as unknown)."""
+    issued_at = User.__table__.c.claims_issued_at
     statement = insert(User).values(
         id=bindparam("caller_id"), email=bindparam("caller_email"),
         name=bindparam("caller_name"), created_at=bindparam("caller_since", type_=UTCTimestamp()),
+        claims_issued_at=bindparam("caller_issued_at", type_=issued_at.type),
     )
     fresh = statement.excluded
     changed = User.name.is_distinct_from(fresh.name)
-    refresh = {"name": fresh.name}
+    refresh = {"name": fresh.name, "claims_issued_at": fresh.claims_issued_at}
     if with_email:
         changed |= User.email.is_distinct_from(fresh.email)
         refresh["email"] = fresh.email
-    return statement.on_conflict_do_update(index_elements=[User.id], set_=refresh, where=changed)
+    not_older = or_(issued_at.is_(None), fresh.claims_issued_at >= issued_at)
+    return statement.on_conflict_do_update(
+        index_elements=[User.id], set_=refresh, where=and_(changed, not_older)
+    )
 
 
 @functools.cache

@@ -55,7 +55,7 @@ async def _run(request: Request, query: Callable, *args):
     store: Store = request.app.state.store
 
     def work():
-        with store.acting_for(caller.id, caller.email, caller.name):
+        with store.acting_for(caller.id, caller.email, caller.name, caller.issued_at):
             return query(store, caller.id, *args)
 
     return await run_in_threadpool(work)

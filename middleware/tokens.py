@@ -31,11 +31,13 @@ class KeysUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The authenticated user: `id` from the token, `email` and `name` when the claims carry them."""
+    """The authenticated user: `id` from the token, `email` and `name` when the claims carry
+    them, and the token's `iat`, which tells newer claims from older ones."""
 
     id: str
     email: str | None = None
     name: str | None = None
+    issued_at: float | None = None  # the token's `iat` (seconds), when it has one
 
 
 Verifier = Callable[[str], Awaitable[Caller]]
@@ -89,7 +91,8 @@ def caller_from_claims(claims: dict) -> Caller:
             user_id = _clean(claims[claim])
             if user_id is None:
                 raise InvalidToken(f"claim {claim!r} is not a usable user id")
-            return Caller(user_id, _clean(claims.get("email")), _clean(claims.get("name")))
+            return Caller(user_id, _clean(claims.get("email")), _clean(claims.get("name")),
+                          claims.get("iat"))  # a NumericDate or absent: check_numeric_dates
     raise InvalidToken("token names no user (sub, user_id, userId or id)")
 
 

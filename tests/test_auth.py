@@ -263,6 +263,42 @@ def test_user_row_deleted_in_the_database_is_recreated(client, db):
             connection.execute(text("DELETE FROM tasks WHERE user_id = :id"), {"id": user.id})
 
 
+def claims_at(user_id: str, issued_at: int, email: str, name: str) -> dict[str, str]:
+    token = make_token({"sub": user_id, "email": email, "name": name, "iat": issued_at})
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def two_workers(database_url):
+    """The app with two worker processes, each with its own memory of stored users."""
+    server = AppServer(server_env(database_url), args=["--workers", "2"]).start()
+    yield server
+    server.stop()
+
+
+def test_newest_claims_win_across_workers(two_workers, db):
+    """An older but still valid token (Better Auth's tokens live 15 minutes) never rolls the
+    stored email and name back to its own claims, whichever worker serves it and whatever that
+    worker stored before: the token's `iat` is compared with the stored claims' in the upsert."""
+    user_id = f"iat-{time.time_ns()}"
+    now = int(time.time())
+    old = claims_at(user_id, now - 300, f"old-{user_id}@example.com", "Old Name")
+    new = claims_at(user_id, now - 10, f"new-{user_id}@example.com", "New Name")
+    with httpx.Client(base_url=two_workers.url, timeout=30) as http:
+        for headers in (old, old, new):  # both workers may have stored the old claims
+            assert http.get("/api/tasks", headers=headers).status_code == 200
+        for _ in range(10):  # the old token again, on either worker
+            assert http.post("/api/tasks", json={"title": "t"}, headers=old).status_code == 201
+    stored = rows(db, "SELECT email, name FROM users WHERE id = :id", id=user_id)
+    assert stored == [{"email": f"new-{user_id}@example.com", "name": "New Name"}]
+    newer = claims_at(user_id, now, f"newer-{user_id}@example.com", "Newer")
+    with httpx.Client(base_url=two_workers.url, timeout=30) as http:
+        assert http.get("/api/tasks", headers=newer).status_code == 200
+        assert http.get("/api/tasks", headers=new).status_code == 200
+    stored = rows(db, "SELECT email, name FROM users WHERE id = :id", id=user_id)
+    assert stored == [{"email": f"newer-{user_id}@example.com", "name": "Newer"}]
+
+
 class FakeJWKS:
     """A loopback HTTP server standing in for Better Auth's JWKS endpoint, answering whatever
     `serve()` last set."""

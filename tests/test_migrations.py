@@ -275,7 +275,7 @@ def test_downgrade_of_the_last_revision(new_url):
                           headers=user.headers).json()["id"] for n in range(3)]
     finally:
         server.stop()
-    [result] = run_alembic(url, "downgrade", "-1")
+    [result] = run_alembic(url, "downgrade", "0005")  # through every revision after 0005
     assert result.returncode == 0, result.stdout
     assert revision_of(url) == ["0005"]
     engine = engine_for(url)
@@ -294,9 +294,11 @@ def test_downgrade_of_the_last_revision(new_url):
         connection.execute(text(
             "INSERT INTO tasks (id, user_id, title, completed, created_at, updated_at)"
             " SELECT 3000000000, user_id, 'big', false, now(), now() FROM tasks LIMIT 1"))
-    [result] = run_alembic(url, "downgrade", "-1")
+    [result] = run_alembic(url, "downgrade", "0005")  # each revision is its own transaction
     assert result.returncode != 0 and "out of range" in result.stdout, result.stdout
-    assert revision_of(url) == [migrations.head()]
+    assert revision_of(url) == ["0006"]  # 0007 went down, 0006 refused and changed nothing
+    [result] = run_alembic(url, "upgrade", "head")
+    assert result.returncode == 0, result.stdout
     assert schema_differences(url) == []
     engine.dispose()
 

@@ -281,7 +281,7 @@ export interface components {
         TaskCreate: {
             /**
              * Title
-             * @description 1-200 characters once leading and trailing whitespace is trimmed (the trimmed title is stored); no NUL characters
+             * @description 1-200 characters once leading and trailing whitespace is trimmed (the trimmed title is stored); no NUL characters. Characters are Unicode code points: compile the pattern with the `u` flag (JavaScript's `.length` and `maxlength` count UTF-16 units, two for an emoji)
              */
             title: string;
             /**
@@ -352,7 +352,7 @@ export interface components {
         TaskUpdate: {
             /**
              * Title
-             * @description 1-200 characters once leading and trailing whitespace is trimmed (the trimmed title is stored); no NUL characters
+             * @description 1-200 characters once leading and trailing whitespace is trimmed (the trimmed title is stored); no NUL characters. Characters are Unicode code points: compile the pattern with the `u` flag (JavaScript's `.length` and `maxlength` count UTF-16 units, two for an emoji)
              */
             title?: string;
             /**
@@ -385,7 +385,7 @@ export interface components {
         Location: string;
         /** @description Strong entity tag of the task (or of the page): send it back in If-Match to change the task only if nobody else did, or in If-None-Match for a 304. */
         ETag: string;
-        /** @description With more tasks to come: `<URL of the next page>; rel="next"` (RFC 8288); absent on the last page. */
+        /** @description With more tasks to come: `<path?query of the next page>; rel="next"` (RFC 8288), a relative reference to resolve against the API's URL; absent on the last page. */
         Link: string;
         /** @description `true` when this is the stored response of an earlier request with the same Idempotency-Key. */
         "Idempotent-Replayed": "true";
