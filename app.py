@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -67,19 +68,19 @@ ROUTES = [
 ]
 
 
-def _frontend_url() -> str:
-    return os.getenv("BETTER_AUTH_URL", "http://localhost:3000").rstrip("/")
+def _frontend_url(env: Mapping[str, str]) -> str:
+    return env.get("BETTER_AUTH_URL", "http://localhost:3000").rstrip("/")
 
 
-def _origins() -> list[str]:
-    extra = os.getenv("CORS_ORIGINS", "")
-    return [_frontend_url()] + [o.strip().rstrip("/") for o in extra.split(",") if o.strip()]
+def _origins(env: Mapping[str, str]) -> list[str]:
+    extra = env.get("CORS_ORIGINS", "")
+    return [_frontend_url(env)] + [o.strip().rstrip("/") for o in extra.split(",") if o.strip()]
 
 
-def _verifier() -> Verifier:
+def _verifier(env: Mapping[str, str]) -> Verifier:
     """HS256 with BETTER_AUTH_SECRET and Better Auth's JWKS (SPEC.md: Authentication)."""
-    secret = os.getenv("BETTER_AUTH_SECRET") or None
-    explicit_jwks = os.getenv("BETTER_AUTH_JWKS_URL") or None
+    secret = env.get("BETTER_AUTH_SECRET") or None
+    explicit_jwks = env.get("BETTER_AUTH_JWKS_URL") or None
     if secret is None and explicit_jwks is None:
         raise ConfigError(
             "BETTER_AUTH_SECRET is not set: set it to the secret of your Better Auth app "
@@ -88,23 +89,23 @@ def _verifier() -> Verifier:
         )
     if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
-    frontend = _frontend_url()
+    frontend = _frontend_url(env)
     try:
         keys = JWKSKeys(explicit_jwks or f"{frontend}/api/auth/jwks")
     except PyJWKClientError as error:
         raise ConfigError(f"BETTER_AUTH_JWKS_URL: {error}") from None
     # Better Auth's jwt plugin sets iss and aud to its baseURL, which is BETTER_AUTH_URL.
-    issuer = os.getenv("JWT_ISSUER") or (frontend, frontend + "/")
-    audience = os.getenv("JWT_AUDIENCE") or [frontend, frontend + "/"]
+    issuer = env.get("JWT_ISSUER") or (frontend, frontend + "/")
+    audience = env.get("JWT_AUDIENCE") or [frontend, frontend + "/"]
     jwks = JWKSVerifier(keys, issuer, audience)
     return make_verifier(SecretVerifier(secret) if secret else None, jwks)
 
 
-def _cursor_key() -> bytes:
+def _cursor_key(env: Mapping[str, str]) -> bytes:
     """Signing key of list cursors: derived from BETTER_AUTH_SECRET, so every worker and restart
     agrees; a JWKS-only deployment gets a random key per process (cursors then only work
     within one worker)."""
-    secret = os.getenv("BETTER_AUTH_SECRET")
+    secret = env.get("BETTER_AUTH_SECRET")
     return secret.encode() if secret else secrets.token_bytes(32)
 
 
@@ -120,10 +121,12 @@ async def _purge_idempotency_keys(store: Store) -> None:
             logging.getLogger("todo.store").warning("idempotency key purge skipped: %s", error)
 
 
-def create_app() -> Starlette:
-    """The application, configured from the environment. Raises ConfigError."""
-    store = Store(os.getenv("DATABASE_URL") or SQLITE_DEFAULT)
-    verify = _verifier()
+def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) -> Starlette:
+    """The application configured by `env`, the variables of .env.example (by default the
+    process environment); `store`, if given, replaces the one DATABASE_URL names (the tests
+    pass one with short timeouts). Raises ConfigError."""
+    store = store or Store(env.get("DATABASE_URL") or SQLITE_DEFAULT)
+    verify = _verifier(env)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -141,7 +144,7 @@ def create_app() -> Starlette:
         Middleware(RequestLogMiddleware),
         Middleware(
             CORSMiddleware,
-            allow_origins=_origins(),
+            allow_origins=_origins(env),
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[
                 "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",
@@ -163,7 +166,7 @@ def create_app() -> Starlette:
         lifespan=lifespan,
     )
     app.state.store = store
-    app.state.cursors = Cursors(_cursor_key())
+    app.state.cursors = Cursors(_cursor_key(env))
     return app
 
 

@@ -163,14 +163,19 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """An autocommit engine for `url` (SQLite file or PostgreSQL) with bounded waits."""
+def make_engine(url: str, pool_timeout: float = POOL_TIMEOUT,
+                connect_timeout: int = CONNECT_TIMEOUT,
+                statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Engine:
+    """An autocommit engine for `url` (SQLite file or PostgreSQL) with bounded waits: at most
+    `pool_timeout` seconds for a pooled connection (on SQLite: for the write lock),
+    `connect_timeout` seconds (whole, libpq's unit) to open one, `statement_timeout_ms`
+    milliseconds per PostgreSQL statement."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             isolation_level="AUTOCOMMIT",
-            connect_args={"check_same_thread": False, "timeout": POOL_TIMEOUT},
+            connect_args={"check_same_thread": False, "timeout": pool_timeout},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
@@ -179,9 +184,9 @@ def make_engine(url: str) -> Engine:
         isolation_level="AUTOCOMMIT",
         pool_size=POOL_SIZE,
         max_overflow=POOL_OVERFLOW,
-        pool_timeout=POOL_TIMEOUT,
+        pool_timeout=pool_timeout,
         connect_args={
-            "connect_timeout": CONNECT_TIMEOUT,
+            "connect_timeout": connect_timeout,
             "application_name": "todo-api",
             "keepalives": 1,
             "keepalives_idle": 30,
@@ -189,7 +194,7 @@ def make_engine(url: str) -> Engine:
             "keepalives_count": 3,
         },
     )
-    event.listen(engine, "connect", _postgres_on_connect)
+    event.listen(engine, "connect", functools.partial(_postgres_on_connect, statement_timeout_ms))
     event.listen(engine, "checkout", _drop_dead_connection)
     return engine
 
@@ -201,11 +206,11 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _postgres_on_connect(dbapi_connection, _record) -> None:
+def _postgres_on_connect(statement_timeout_ms: int, dbapi_connection, _record) -> None:
     # Once per new connection; SET rather than the `options` startup parameter, which
     # connection poolers such as PgBouncer reject.
     with dbapi_connection.cursor() as cursor:
-        cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        cursor.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
 
 
 def _drop_dead_connection(dbapi_connection, _record, _proxy) -> None:
@@ -244,11 +249,14 @@ class Store:
     """Every query of the API over one engine. Methods are blocking: call them off the event loop.
 
     Raises DatabaseUnavailable when the database cannot be reached, times out or the pool is
-    exhausted for POOL_TIMEOUT seconds, and InvalidData when it refuses a value.
+    exhausted for `pool_timeout` seconds, and InvalidData when it refuses a value. The timeouts
+    are `make_engine`'s; the defaults are the deployed ones.
     """
 
-    def __init__(self, url: str = SQLITE_DEFAULT) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str = SQLITE_DEFAULT, *, pool_timeout: float = POOL_TIMEOUT,
+                 connect_timeout: int = CONNECT_TIMEOUT,
+                 statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
+        self.engine = make_engine(url, pool_timeout, connect_timeout, statement_timeout_ms)
         self._known: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
         self._known_lock = Lock()
         self._pending = local()  # .user: claims to upsert with this thread's next statement
@@ -543,7 +551,7 @@ class Store:
                 as_json = cast(func.row_to_json(written.table_valued()), Text)
                 record = (
                     _record_response(user_id, key, status, as_json)
-                    .where(written.c.id.is_not(None))
+                    .where(IdempotencyKey.user_id == written.c.user_id)  # joined, so no cross product: the row the key's user wrote
                     .returning(*written.c)
                 )
                 row = self._execute(connection, record, params).mappings().first()

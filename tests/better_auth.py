@@ -67,6 +67,8 @@ class BetterAuthServer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+        if self.process:
+            self.process.stdout.close()
 
     def sign_up(self, name: str = "Ada Lovelace") -> Account:
         email = f"{uuid.uuid4().hex[:12]}@example.com"

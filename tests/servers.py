@@ -69,6 +69,8 @@ class AppServer:
         raise RuntimeError(f"server did not start:\n{self.logs()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Stop the server with `sig` (killed after `timeout` seconds); its exit code. The log
+        stays readable."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -76,6 +78,7 @@ class AppServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.log.close()
         return self.process.returncode if self.process else 0
 
     def logs(self) -> str:

@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.better_auth import BetterAuthServer, bearer, jose_hs256, require_node_harness
-from tests.conftest import SECRET, rows, server_env
+from tests.helpers import rows, server_env
 from tests.servers import AppServer, PostgresDatabase
+from tests.users import SECRET
 
 ALGORITHMS = ["EdDSA", "ES256", "ES512", "RS256", "PS256"]
 

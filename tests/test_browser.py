@@ -23,8 +23,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from tests.conftest import FRONTEND, new_user, server_env
+from tests.helpers import FRONTEND, server_env
 from tests.servers import ROOT, AppServer, free_port
+from tests.users import new_user
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the live server (issue #4) with Hypothesis: no create or update
+"""Property-based fuzzing of the app (issue #4) with Hypothesis: no create or update
 body and no list query gets a 5xx; a rejected request changes nothing; whatever is accepted is
 stored as sent and reads back, alone and in every list order. Bounded: a few hundred requests
 per database."""
@@ -6,13 +6,12 @@ per database."""
 import json
 from datetime import date, datetime, timedelta, timezone
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Api, new_user
-from tests.test_validation import assert_problem
+from tests.helpers import Api, Response, assert_problem
+from tests.users import new_user
 
 FUZZ = settings(max_examples=80, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -67,10 +66,9 @@ queries = st.dictionaries(
 
 
 @pytest.fixture(scope="module")
-def fuzz(server):
+def fuzz(client):
     """One user for every example, on both databases; its tasks are deleted as they go."""
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield Api(http, new_user(), "A")
+    return Api(client, new_user(), "A")
 
 
 # What Pydantic trims from a title: Unicode White_Space, which (unlike Python's str.isspace)
@@ -113,7 +111,7 @@ def as_json(body: dict) -> dict:
     return {"content": json.dumps(body).encode(), "headers": {"Content-Type": "application/json"}}
 
 
-def assert_rejected(response: httpx.Response) -> None:
+def assert_rejected(response: Response) -> None:
     assert response.status_code < 500, response.text
     assert_problem(response, response.status_code)
     assert response.status_code == 400

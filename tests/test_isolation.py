@@ -1,8 +1,8 @@
 """Tasks are private: another user's task is indistinguishable from a missing one (404), and a
 foreign path user is 403 (SPEC.md: Endpoints)."""
 
-from tests.conftest import Api, new_user, rows
-from tests.test_validation import assert_problem
+from tests.helpers import Api, assert_problem, rows
+from tests.users import new_user
 
 
 MISSING_ID = 2147483000  # in range, never created

@@ -20,8 +20,8 @@ import sys
 import pytest
 import schemathesis
 
-from tests.conftest import User, new_user
 from tests.servers import ROOT
+from tests.users import User, new_user
 
 USER_IN_PATH = r"^/api/\{user_id\}/"  # family B; family A runs with /health and /ready
 

@@ -12,15 +12,19 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import SECRET, Api, new_user, rows, server_env
-from tests.servers import ROOT, AppServer
+from tests.helpers import Api, rows, server_env, wait_for_no_app_connections
 from tests.pgwire import RoundTripProxy
+from tests.servers import ROOT, AppServer
+from tests.users import SECRET, new_user
 
 
 def start_failure(env: dict[str, str]) -> str:
     """Start the server with `env`, expect it to refuse, return what it printed."""
     server = AppServer({**env}).start(wait=False)
-    assert server.process.wait(20) != 0
+    try:
+        assert server.process.wait(20) != 0
+    finally:
+        server.stop()
     return server.logs()
 
 
@@ -157,16 +161,6 @@ def test_killed_idle_connections_give_no_error(postgres_server, postgres_databas
                 statuses = list(pool.map(work, range(40)))
             assert set(statuses) <= {200, 201}, statuses
     assert "Traceback" not in server.logs()
-
-
-def wait_for_no_app_connections(database, timeout: float = 10) -> None:
-    """Until the terminated backends have exited (their sockets closed)."""
-    sql = ("SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-           " AND application_name = 'todo-api'")
-    deadline = time.monotonic() + timeout
-    while database._admin(sql, database.name) != [(0,)]:
-        assert time.monotonic() < deadline, "terminated connections did not go away"
-        time.sleep(0.02)
 
 
 @pytest.fixture
