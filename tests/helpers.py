@@ -6,7 +6,7 @@ never from conftest.py or from one another."""
 import importlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from unittest import mock
@@ -15,6 +15,7 @@ import httpx
 import httpx2
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from store import Store
@@ -40,11 +41,13 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def _create_app():
-    """app.create_app. Importing app.py also builds the module's `app` (uvicorn's `app:app`)
-    from the environment, so that import gets a valid one; that app is never started."""
+def make_app(env: Mapping[str, str], store: Store | None = None) -> Starlette:
+    """app.py's application built from `env` (and `store`, see create_app), not started."""
+    # Importing app.py also builds the module's own `app` (uvicorn's `app:app`) from the
+    # process environment, so that import gets a valid one; that app is never started.
     with mock.patch.dict(os.environ, server_env("sqlite://")):
-        return importlib.import_module("app").create_app
+        create_app = importlib.import_module("app").create_app
+    return create_app(env, store)
 
 
 # The store's timeouts for the fault tests: short, so that waiting them out is quick, and
@@ -56,16 +59,15 @@ FAULT_TIMEOUTS = {"pool_timeout": 1, "connect_timeout": 2, "statement_timeout_ms
 def short_timeouts_app():
     """app.py's application configured by the process environment, its store with
     FAULT_TIMEOUTS: `uvicorn --factory tests.helpers:short_timeouts_app`."""
-    return _create_app()(os.environ, Store(os.environ["DATABASE_URL"], **FAULT_TIMEOUTS))
+    return make_app(os.environ, Store(os.environ["DATABASE_URL"], **FAULT_TIMEOUTS))
 
 
 @contextmanager
-def in_process(env: dict[str, str], store: Store | None = None) -> Iterator[TestClient]:
-    """app.py's application built from `env` (and `store`, see create_app), its lifespan
-    running, called through Starlette's TestClient: the ASGI calls uvicorn would make, without
-    a socket or a process. Unlike a browser, it follows no redirect."""
-    app = _create_app()(env, store)
-    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+def in_process(env: Mapping[str, str], store: Store | None = None) -> Iterator[TestClient]:
+    """`make_app(env, store)` with its lifespan running, called through Starlette's
+    TestClient: the ASGI calls uvicorn would make, without a socket or a process. Like httpx
+    and unlike a browser, it follows no redirect."""
+    with TestClient(make_app(env, store), follow_redirects=False) as client:
         yield client
 
 
