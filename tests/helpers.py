@@ -4,6 +4,7 @@ from the infrastructure modules users.py, servers.py, pgcluster.py, pgwire.py, b
 never from conftest.py or from one another."""
 
 import importlib
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -12,21 +13,18 @@ from contextlib import contextmanager
 from unittest import mock
 
 import httpx
-import httpx2
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
-from starlette.testclient import TestClient
 
 from store import Store
 from tests.servers import PostgresDatabase
 from tests.users import SECRET, User, new_user
 
 FRONTEND = "http://localhost:3000"
-# A client of the app: httpx over a socket to a server, or Starlette's TestClient (httpx2) in
-# process; the same calls and responses either way.
-Client = httpx.Client | httpx2.Client
-Response = httpx.Response | httpx2.Response
+# httpx logs every request at INFO; the app's own request line already says it.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def server_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -62,13 +60,39 @@ def short_timeouts_app():
     return make_app(os.environ, Store(os.environ["DATABASE_URL"], **FAULT_TIMEOUTS))
 
 
+class _PortalTransport(httpx.BaseTransport):
+    """httpx's ASGITransport for a sync client: each request is one call into the event loop
+    of `portal`, where the app runs (requests from several threads run there concurrently, as
+    under uvicorn). Exceptions the app lets escape are raised to the caller."""
+
+    def __init__(self, app: Starlette, portal: BlockingPortal) -> None:
+        self.asgi = httpx.ASGITransport(app=app)
+        self.portal = portal
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        buffered = httpx.Request(request.method, request.url, headers=request.headers,
+                                 content=request.read())
+
+        async def send() -> httpx.Response:
+            response = await self.asgi.handle_async_request(buffered)
+            content = await response.aread()
+            return httpx.Response(response.status_code, headers=response.headers, content=content)
+
+        return self.portal.call(send)
+
+
 @contextmanager
-def in_process(env: Mapping[str, str], store: Store | None = None) -> Iterator[TestClient]:
-    """`make_app(env, store)` with its lifespan running, called through Starlette's
-    TestClient: the ASGI calls uvicorn would make, without a socket or a process. Like httpx
-    and unlike a browser, it follows no redirect."""
-    with TestClient(make_app(env, store), follow_redirects=False) as client:
-        yield client
+def in_process(env: Mapping[str, str], store: Store | None = None) -> Iterator[httpx.Client]:
+    """A sync httpx client of `make_app(env, store)` running in process: its lifespan runs
+    in an event loop of its own thread, where every request is called over ASGI as uvicorn
+    would call it, without a socket or a process. Starlette's TestClient does the same with
+    several calls into the loop per request, twice the cost of one."""
+    app = make_app(env, store)
+    with start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(app.router.lifespan_context(app)):
+            transport = _PortalTransport(app, portal)
+            with httpx.Client(transport=transport, base_url="http://testserver") as client:
+                yield client
 
 
 def rows(engine: Engine, sql: str, **params) -> list[dict]:
@@ -95,7 +119,7 @@ class Api:
     """The task endpoints of one route family, called as one user through `client` (in
     process or over HTTP)."""
 
-    def __init__(self, client: Client, user: User, family: str) -> None:
+    def __init__(self, client: httpx.Client, user: User, family: str) -> None:
         self.client, self.user, self.family = client, user, family
         self.prefix = "/api" if family == "A" else f"/api/{user.id}"
 
@@ -103,30 +127,30 @@ class Api:
         base = f"{self.prefix}/tasks"
         return base if task_id is None else f"{base}/{task_id}{suffix}"
 
-    def request(self, method: str, path: str, **kwargs) -> Response:
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
         headers = {**self.user.headers, **kwargs.pop("headers", {})}
         return self.client.request(method, path, headers=headers, **kwargs)
 
-    def list(self, **params) -> Response:
+    def list(self, **params) -> httpx.Response:
         return self.request("GET", self.path(), params=params)
 
-    def create(self, body=None, **kwargs) -> Response:
+    def create(self, body=None, **kwargs) -> httpx.Response:
         if body is not None:
             kwargs["json"] = body
         return self.request("POST", self.path(), **kwargs)
 
-    def get(self, task_id) -> Response:
+    def get(self, task_id) -> httpx.Response:
         return self.request("GET", self.path(task_id))
 
-    def update(self, task_id, body=None, method: str = "PUT", **kwargs) -> Response:
+    def update(self, task_id, body=None, method: str = "PUT", **kwargs) -> httpx.Response:
         if body is not None:
             kwargs["json"] = body
         return self.request(method, self.path(task_id), **kwargs)
 
-    def toggle(self, task_id) -> Response:
+    def toggle(self, task_id) -> httpx.Response:
         return self.request("PATCH", self.path(task_id, "/complete"))
 
-    def delete(self, task_id) -> Response:
+    def delete(self, task_id) -> httpx.Response:
         return self.request("DELETE", self.path(task_id))
 
     def new_task(self, **body) -> dict:
@@ -135,7 +159,7 @@ class Api:
         return response.json()
 
 
-def in_parallel(client: Client, count: int, call) -> list[Response]:
+def in_parallel(client: httpx.Client, count: int, call) -> list[httpx.Response]:
     """`call(client, n)` for n in range(count), all at once from `count` threads."""
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(lambda n: call(client, n), range(count)))

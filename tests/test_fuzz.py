@@ -6,11 +6,12 @@ per database."""
 import json
 from datetime import date, datetime, timedelta, timezone
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import Api, Response, assert_problem
+from tests.helpers import Api, assert_problem
 from tests.users import new_user
 
 FUZZ = settings(max_examples=80, deadline=None, database=None,
@@ -111,7 +112,7 @@ def as_json(body: dict) -> dict:
     return {"content": json.dumps(body).encode(), "headers": {"Content-Type": "application/json"}}
 
 
-def assert_rejected(response: Response) -> None:
+def assert_rejected(response: httpx.Response) -> None:
     assert response.status_code < 500, response.text
     assert_problem(response, response.status_code)
     assert response.status_code == 400

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware
-from tests.helpers import FRONTEND, in_process, server_env
+from tests.helpers import FRONTEND, make_app, server_env
 
 
 async def broken_app(scope, receive, send):
@@ -40,9 +40,8 @@ def anyio_backend():
 
 @pytest.fixture
 def configured_app(tmp_path) -> Starlette:
-    """app.py's application for a SQLite file in `tmp_path`."""
-    with in_process(server_env(f"sqlite:///{tmp_path}/todo.db")) as client:
-        yield client.app
+    """app.py's application for a SQLite file in `tmp_path` (not started)."""
+    return make_app(server_env(f"sqlite:///{tmp_path}/todo.db"))
 
 
 @pytest.mark.anyio
