@@ -125,7 +125,8 @@ def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) 
     """The application configured by `env`, the variables of .env.example (by default the
     process environment); `store`, if given, replaces the one DATABASE_URL names (the tests
     pass one with short timeouts). Raises ConfigError."""
-    store = store or Store(env.get("DATABASE_URL") or SQLITE_DEFAULT)
+    if store is None:
+        store = Store(env.get("DATABASE_URL") or SQLITE_DEFAULT)
     verify = _verifier(env)
 
     @asynccontextmanager

@@ -549,9 +549,11 @@ class Store:
             else:
                 written = statement.cte("written")
                 as_json = cast(func.row_to_json(written.table_valued()), Text)
+                # Joined on the user (the row is the key's user's), not a cross product with
+                # the CTE, which SQLAlchemy warns of.
                 record = (
                     _record_response(user_id, key, status, as_json)
-                    .where(IdempotencyKey.user_id == written.c.user_id)  # joined, so no cross product: the row the key's user wrote
+                    .where(IdempotencyKey.user_id == written.c.user_id)
                     .returning(*written.c)
                 )
                 row = self._execute(connection, record, params).mappings().first()

@@ -36,14 +36,16 @@ def database_url(request, tmp_path_factory) -> str:
     return request.getfixturevalue("postgres_database").url
 
 
-@pytest.fixture(scope="session")
+# Module scope: an app's pooled connections (up to store.POOL_SIZE) are closed when its module
+# is done, so that a run holds few at once on a PostgreSQL server that others may share.
+@pytest.fixture(scope="module")
 def client(database_url):
     """The app in process on the session's database."""
     with in_process(server_env(database_url)) as test_client:
         yield test_client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(database_url):
     """The app as a uvicorn process on the session's database (for its log and its sockets)."""
     app_server = AppServer(server_env(database_url)).start()
