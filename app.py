@@ -7,13 +7,13 @@ Configuration); see `.env.example`.
 import asyncio
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from jwt import PyJWKClientError
+from sqlalchemy import exc
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
+import migrations
 from handlers import docs, health, openapi, tasks
 from handlers.cursors import Cursors
 from handlers.errors import EXCEPTION_HANDLERS
@@ -28,10 +29,13 @@ from middleware.auth import AuthMiddleware
 from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware
 from middleware.jwks import JWKSKeys
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
-from store import POOL_OVERFLOW, POOL_SIZE, SQLITE_DEFAULT, DatabaseUnavailable, Store
+from store import (
+    POOL_OVERFLOW, POOL_SIZE, PURGE_BATCH, SQLITE_DEFAULT, DatabaseUnavailable, Store,
+)
 
 MIN_SECRET_BYTES = 32
 PURGE_INTERVAL_SECONDS = 3600
+PURGE_PAUSE_SECONDS = 0.1  # between two purge batches, so a backlog never hogs the database
 # Worker threads for the blocking store calls (run_in_threadpool; anyio's default is 40, set here
 # so it stays tied to the pool): more threads than pooled connections, so under overload the pool
 # runs out first and a request waits at most store.POOL_TIMEOUT for a connection, then gets 503,
@@ -101,24 +105,47 @@ def _verifier(env: Mapping[str, str]) -> Verifier:
     return make_verifier(SecretVerifier(secret) if secret else None, jwks)
 
 
-def _cursor_key(env: Mapping[str, str]) -> bytes:
-    """Signing key of list cursors: derived from BETTER_AUTH_SECRET, so every worker and restart
-    agrees; a JWKS-only deployment gets a random key per process (cursors then only work
-    within one worker)."""
-    secret = env.get("BETTER_AUTH_SECRET")
-    return secret.encode() if secret else secrets.token_bytes(32)
+def _cursor_key(env: Mapping[str, str], store: Store) -> bytes:
+    """Signing key of list cursors, the same in every worker, instance and restart: CURSOR_SECRET
+    if set, else derived from BETTER_AUTH_SECRET, else a key generated once and kept in the
+    database (a JWKS-only deployment)."""
+    secret = env.get("CURSOR_SECRET") or env.get("BETTER_AUTH_SECRET")
+    return (secret or store.shared_secret("cursor-signing-key")).encode()
 
 
 async def _purge_idempotency_keys(store: Store) -> None:
-    """Delete expired Idempotency-Keys every PURGE_INTERVAL_SECONDS, in-process."""
+    """Delete expired Idempotency-Keys now and every PURGE_INTERVAL_SECONDS, in batches of
+    store.PURGE_BATCH with a pause between them, in the background: a backlog of millions
+    neither delays start-up nor holds the database (each batch is one short statement)."""
+    log = logging.getLogger("todo.store")
     while True:
-        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+        purged = 0
         try:
-            purged = await run_in_threadpool(store.purge_keys)
-            if purged:
-                logging.getLogger("todo.store").info("purged %d expired idempotency keys", purged)
+            while (batch := await run_in_threadpool(store.purge_keys)) == PURGE_BATCH:
+                purged += batch
+                await asyncio.sleep(PURGE_PAUSE_SECONDS)
+            purged += batch
         except DatabaseUnavailable as error:
-            logging.getLogger("todo.store").warning("idempotency key purge skipped: %s", error)
+            log.warning("idempotency key purge paused: %s", error)
+        except Exception:  # a background loop: log it and carry on, never die silently
+            log.exception("idempotency key purge failed")
+        if purged:
+            log.info("purged %d expired idempotency keys", purged)
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+
+
+def _start_on_database(env: Mapping[str, str], store: Store) -> Cursors:
+    """Check that the schema is at the migrations' head (the app runs no DDL: the release step
+    does, docs/operations.md) and load the cursor key. ConfigError, one line, if not."""
+    try:
+        with store.engine.connect() as connection:
+            migrations.check(connection)
+        return Cursors(_cursor_key(env, store))
+    except migrations.SchemaNotCurrent as error:
+        raise ConfigError(str(error)) from None
+    except (exc.DBAPIError, DatabaseUnavailable) as error:
+        reason = error.orig if isinstance(error, exc.DBAPIError) else error
+        raise ConfigError(f"cannot use the database: {' '.join(str(reason).split())}") from None
 
 
 def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) -> Starlette:
@@ -128,12 +155,11 @@ def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) 
     if store is None:
         store = Store(env.get("DATABASE_URL") or SQLITE_DEFAULT)
     verify = _verifier(env)
+    cursors = _start_on_database(env, store)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
-        store.create_tables()
-        store.purge_keys()
         purging = asyncio.create_task(_purge_idempotency_keys(store))
         yield
         purging.cancel()
@@ -146,6 +172,10 @@ def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) 
         Middleware(
             CORSMiddleware,
             allow_origins=_origins(env),
+            # Browsers send fetch(..., {credentials: "include"}) only to an API that allows it;
+            # safe because only the Authorization header authenticates, never a cookie
+            # (docs/security.md: CORS and cookies). Starlette echoes the exact origin.
+            allow_credentials=True,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[
                 "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",
@@ -167,7 +197,7 @@ def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) 
         lifespan=lifespan,
     )
     app.state.store = store
-    app.state.cursors = Cursors(_cursor_key(env))
+    app.state.cursors = cursors
     return app
 
 

@@ -8,6 +8,7 @@ costs one round trip, with no BEGIN or COMMIT around it. Nothing here knows abou
 import functools
 import json
 import logging
+import secrets
 import select as select_module
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from threading import Lock, local
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Index,
@@ -30,7 +32,6 @@ from sqlalchemy import (
     event,
     exc,
     func,
-    inspect,
     not_,
     or_,
     text,
@@ -39,7 +40,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.schema import CreateColumn, CreateIndex
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel, create_engine, delete, insert, select, update
 
@@ -119,7 +119,10 @@ class Task(SQLModel, table=True):
         {"sqlite_autoincrement": True},
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    # 64-bit (SQLite's INTEGER PRIMARY KEY already is: the rowid, which AUTOINCREMENT needs
+    # spelled INTEGER); the API hands out at most 2^53 - 1 (migrations/versions/0006).
+    id: int | None = Field(default=None, sa_column=Column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True))
     user_id: str = Field(foreign_key="users.id")  # indexed first in every ix_tasks_user_*
     title: str = Field(max_length=200)
     description: str | None = Field(default=None, max_length=1000)
@@ -147,9 +150,20 @@ class IdempotencyKey(SQLModel, table=True):
     response: str | None = None  # the task row the request produced, as JSON
 
 
+class AppSecret(SQLModel, table=True):
+    """A key every worker and restart shares, generated once (Store.shared_secret)."""
+
+    __tablename__ = "app_secrets"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str
+    created_at: datetime = Field(sa_column=_timestamp(nullable=False))
+
+
 TASK_COLUMNS = tuple(Task.__table__.c)
 IDEMPOTENCY_TTL = timedelta(hours=24)  # how long a key is remembered
 IDEMPOTENCY_ABANDONED = timedelta(minutes=1)  # an unfinished claim older than this is retaken
+PURGE_BATCH = 1000  # expired keys deleted per statement: well inside STATEMENT_TIMEOUT_MS
 
 
 def normalize_url(url: str) -> str:
@@ -282,21 +296,17 @@ class Store:
                 raise DatabaseUnavailable(str(error).splitlines()[0]) from error
             raise
 
-    def create_tables(self) -> None:
-        """Create missing tables, and add the columns and indexes that a table created by an
-        older version lacks (idempotent; this project's only migration step)."""
+    def shared_secret(self, name: str) -> str:
+        """The secret `name` kept in the database (app_secrets): the first process to ask
+        stores a new random one (32 bytes, URL-safe text), race-free (INSERT ... ON CONFLICT DO
+        NOTHING); every worker, instance and restart then reads the same value."""
+        statement = self._insert(AppSecret).values(
+            name=name, value=secrets.token_urlsafe(32), created_at=_now()
+        ).on_conflict_do_nothing(index_elements=[AppSecret.name])
         with self._connect() as connection:
-            SQLModel.metadata.create_all(connection)
-            inspector = inspect(connection)
-            for table in SQLModel.metadata.sorted_tables:
-                present = {found["name"] for found in inspector.get_columns(table.name)}
-                for wanted in table.columns:
-                    if wanted.name not in present:
-                        ddl = CreateColumn(wanted).compile(dialect=connection.dialect)
-                        connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
-                        log.warning("added column %s.%s", table.name, wanted.name)
-                for index in table.indexes:  # called as a DDL listener, so ddl_if() holds
-                    CreateIndex(index, if_not_exists=True)(table, connection)
+            connection.execute(statement)
+            return connection.execute(
+                select(AppSecret.value).where(AppSecret.name == name)).scalar_one()
 
     def ping(self) -> None:
         """One trivial query; raises DatabaseUnavailable if the database does not answer."""
@@ -432,10 +442,18 @@ class Store:
         with self._connect() as connection:
             connection.execute(statement)
 
-    def purge_keys(self) -> int:
-        """Delete keys older than IDEMPOTENCY_TTL; returns how many."""
+    def purge_keys(self, batch: int = PURGE_BATCH) -> int:
+        """Delete up to `batch` keys older than IDEMPOTENCY_TTL; returns how many (fewer than
+        `batch`: none is left). One short statement: call it again for the next batch. On
+        PostgreSQL rows another worker's purge holds are skipped (SKIP LOCKED), not waited for."""
+        expired = (
+            select(IdempotencyKey.user_id, IdempotencyKey.key)
+            .where(IdempotencyKey.created_at < _now() - IDEMPOTENCY_TTL)
+            .limit(batch)
+            .with_for_update(skip_locked=True)  # ignored by SQLite, whose writers take turns
+        )
         statement = delete(IdempotencyKey).where(
-            IdempotencyKey.created_at < _now() - IDEMPOTENCY_TTL
+            tuple_(IdempotencyKey.user_id, IdempotencyKey.key).in_(expired)
         )
         with self._connect() as connection:
             return connection.execute(statement).rowcount

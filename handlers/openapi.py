@@ -293,8 +293,8 @@ _PATH_PARAMETERS = {
         "schema": {"type": "string", "minLength": 1},
     },
     "task_id": {
-        "description": "The task's `id`.",
-        "schema": {"type": "integer", "format": "int32", "minimum": 1, "maximum": tasks.MAX_TASK_ID},
+        "description": "The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript).",
+        "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": tasks.MAX_TASK_ID},
     },
 }
 

@@ -22,7 +22,7 @@ from store import Store, Versions
 
 MAX_BODY_BYTES = 64 * 1024  # SPEC.md: bodies over 64 KiB are 413
 MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
-MAX_TASK_ID = 2**31 - 1  # PostgreSQL integer
+MAX_TASK_ID = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: ids a browser reads exactly
 
 
 def _json(content: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -32,7 +32,7 @@ def _json(content: bytes, status: int = 200, headers: dict[str, str] | None = No
 def _task_id(request: Request) -> int:
     """The path's task id; anything but a positive integer in range is 404 (no oracle)."""
     raw = request.path_params["task_id"]
-    if len(raw) <= 10 and raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_TASK_ID:
+    if len(raw) <= 16 and raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_TASK_ID:
         return int(raw)
     raise ProblemError(404, "task not found")
 

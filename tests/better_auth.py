@@ -2,31 +2,21 @@
 
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
-import pytest
 
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT, free_port, require_node_packages
 
 HARNESS = ROOT / "tests" / "betterauth"
 
 
 def require_node_harness() -> None:
     """Skip when Node or the harness's packages are missing; under CI that is a failure."""
-    missing = None
-    if shutil.which("node") is None:
-        missing = "node is not installed"
-    elif not (HARNESS / "node_modules" / "better-auth").is_dir():
-        missing = "tests/betterauth/node_modules is missing (make test runs npm ci)"
-    if missing:
-        if os.getenv("CI"):
-            pytest.fail(f"Better Auth interop tests cannot run: {missing}")
-        pytest.skip(missing)
+    require_node_packages(HARNESS)
 
 
 @dataclass

@@ -3,11 +3,12 @@ in_process) on SQLite and on PostgreSQL (TEST_DATABASE_URL), for both route fami
 needs a process (logs, signals, disconnects, faults) runs against a real uvicorn server."""
 
 import os
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
 
-from tests.helpers import Api, in_process, server_env
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Api, in_process, server_env
 from tests.servers import AppServer, PostgresDatabase
 from tests.users import new_user
 
@@ -84,3 +85,22 @@ def api(client, family) -> Api:
 def other(client, family) -> Api:
     """A second user of the same route family."""
     return Api(client, new_user(), family)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Playwright); skipped without it, except under CI."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - requirements-dev.txt installs it
+        sync_playwright = None
+    missing = "playwright is not installed" if sync_playwright is None else (
+        None if Path(CHROMIUM).exists() else f"{CHROMIUM} not found (apt-get install chromium)")
+    if missing:
+        if os.getenv("CI"):
+            pytest.fail(f"{missing}: CI must run the browser tests")
+        pytest.skip(missing)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

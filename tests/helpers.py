@@ -3,23 +3,29 @@ as one user sees it, and the checks several modules make. Test modules import fr
 from the infrastructure modules users.py, servers.py, pgcluster.py, pgwire.py, better_auth.py),
 never from conftest.py or from one another."""
 
+import functools
 import importlib
 import logging
 import os
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
 
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 
-from store import Store
-from tests.servers import PostgresDatabase
+import migrations
+from store import Store, normalize_url
+from tests.servers import ROOT, AppServer, PostgresDatabase
 from tests.users import SECRET, User, new_user
 
 FRONTEND = "http://localhost:3000"
@@ -39,13 +45,24 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def make_app(env: Mapping[str, str], store: Store | None = None) -> Starlette:
-    """app.py's application built from `env` (and `store`, see create_app), not started."""
-    # Importing app.py also builds the module's own `app` (uvicorn's `app:app`) from the
-    # process environment, so that import gets a valid one; that app is never started.
-    with mock.patch.dict(os.environ, server_env("sqlite://")):
-        create_app = importlib.import_module("app").create_app
-    return create_app(env, store)
+@functools.cache
+def _create_app():
+    """app.create_app. Importing app.py also builds the module's own `app` (uvicorn's
+    `app:app`) from the process environment, on a database at the migrations' head, so that
+    import gets a migrated throwaway SQLite file; that app is never started."""
+    database = f"sqlite:///{tempfile.mkdtemp(prefix='todo-import-')}/todo.db"
+    migrations.upgrade(database)
+    with mock.patch.dict(os.environ, server_env(database)):
+        return importlib.import_module("app").create_app
+
+
+def make_app(env: Mapping[str, str], store: Store | None = None, migrate: bool = True
+             ) -> Starlette:
+    """app.py's application built from `env` (and `store`, see create_app), not started. Its
+    database is migrated first, as the release step does (`migrate=False`: not)."""
+    if migrate:
+        migrations.upgrade(env["DATABASE_URL"])
+    return _create_app()(env, store)
 
 
 # The store's timeouts for the fault tests: short, so that waiting them out is quick, and
@@ -57,7 +74,8 @@ FAULT_TIMEOUTS = {"pool_timeout": 1, "connect_timeout": 2, "statement_timeout_ms
 def short_timeouts_app():
     """app.py's application configured by the process environment, its store with
     FAULT_TIMEOUTS: `uvicorn --factory tests.helpers:short_timeouts_app`."""
-    return make_app(os.environ, Store(os.environ["DATABASE_URL"], **FAULT_TIMEOUTS))
+    url = os.environ["DATABASE_URL"]  # migrated by AppServer.start
+    return make_app(os.environ, Store(url, **FAULT_TIMEOUTS), migrate=False)
 
 
 class _PortalTransport(httpx.BaseTransport):
@@ -192,6 +210,64 @@ def check_task_flow(api: Api) -> None:
     assert api.delete(task["id"]).status_code == 204
     assert api.get(task["id"]).status_code == 404
     assert api.list().json() == []
+
+
+class FakeJWKS:
+    """A loopback HTTP server standing in for Better Auth's JWKS endpoint, answering whatever
+    `serve()` last set."""
+
+    def __init__(self) -> None:
+        answer = self.answer = {"status": 200, "body": b"{}"}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(answer["status"])
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer["body"])))
+                self.end_headers()
+                self.wfile.write(answer["body"])
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/api/auth/jwks"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def serve(self, status: int, body: bytes) -> None:
+        self.answer.update(status=status, body=body)
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def engine_for(url: str) -> Engine:
+    """A SQLAlchemy engine on the app's database `url` (any form the app accepts)."""
+    return create_engine(normalize_url(url))
+
+
+def wait_for_workers(server: AppServer, workers: int, timeout: float = 60) -> None:
+    """Until each of `workers` uvicorn workers of `server` has logged its start-up."""
+    deadline = time.monotonic() + timeout
+    while server.logs().count("Application startup complete") < workers:
+        assert time.monotonic() < deadline, server.logs()
+        assert server.process.poll() is None, server.logs()
+        time.sleep(0.2)
+
+
+# The browser tests: Debian's Chromium, driven by Playwright (conftest.py: browser).
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT_MS = 15_000
+
+
+def screenshot(page, name: str) -> None:
+    """A full-page screenshot of `page` as test-artifacts/`name`."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def wait_for_no_app_connections(database: PostgresDatabase, timeout: float = 10) -> None:

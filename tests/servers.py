@@ -1,6 +1,7 @@
 """Real servers for the tests: uvicorn processes of the app, and throwaway PostgreSQL databases."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,9 +14,27 @@ from pathlib import Path
 
 import httpx
 import psycopg2
+import pytest
 from sqlalchemy.engine import make_url
 
+import migrations
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_node_packages(folder: Path, stamp: str = "node_modules/.installed") -> None:
+    """Skip when Node or the packages of `folder` are missing (`make test` runs `npm ci` and
+    stamps node_modules/.installed, or what `stamp` names, e.g. a build); under CI that is a
+    failure."""
+    missing = None
+    if shutil.which("node") is None:
+        missing = "node is not installed"
+    elif not (folder / stamp).exists():
+        missing = f"{folder.relative_to(ROOT)}/{stamp} is missing (make test makes it)"
+    if missing:
+        if os.getenv("CI"):
+            pytest.fail(f"{missing}: CI must run these tests")
+        pytest.skip(missing)
 
 
 def free_port() -> int:
@@ -31,21 +50,25 @@ APP_VARIABLES = ("DATABASE_URL", "BETTER_AUTH_SECRET", "BETTER_AUTH_URL", "BETTE
 class AppServer:
     """`uvicorn app:app` in a child process on a free loopback port, run in `cwd`, configured by
     `env` alone (the app's variables of the calling environment are left out). `app` names
-    another ASGI app and `args` adds uvicorn options (the benchmark's `--workers 2`)."""
+    another ASGI app and `args` adds uvicorn options (the benchmark's `--workers 2`). Its
+    database is migrated first, as the release step does (`migrate=False`: not)."""
 
     def __init__(self, env: dict[str, str], port: int | None = None, cwd: Path = ROOT,
-                 app: str = "app:app", args: Sequence[str] = ()) -> None:
+                 app: str = "app:app", args: Sequence[str] = (), migrate: bool = True) -> None:
         inherited = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
         self.env = {**inherited, **env}
         self.cwd = cwd
         self.app = app
         self.args = list(args)
+        self.migrate = migrate
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="todo-api-", suffix=".log", delete=False)
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "AppServer":
+        if self.migrate:
+            migrations.upgrade(self.env.get("DATABASE_URL") or f"sqlite:///{self.cwd}/todo.db")
         command = [sys.executable, "-m", "uvicorn", self.app, "--app-dir", str(ROOT)]
         self.process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(self.port), *self.args],

@@ -2,15 +2,13 @@
 
 import base64
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.helpers import FRONTEND, assert_problem, in_process, rows, server_env
+from tests.helpers import FRONTEND, FakeJWKS, assert_problem, in_process, rows, server_env
 from tests.users import SECRET, make_token, new_user
 
 INVALID = 'Bearer error="invalid_token"'
@@ -177,36 +175,6 @@ def test_email_held_by_another_user_is_not_a_500(client, db):
     emails = rows(db, "SELECT id, email FROM users WHERE id IN (:a, :b) ORDER BY email",
                   a=first.id, b=second.id)
     assert {r["id"]: r["email"] for r in emails} == {first.id: shared, second.id: None}
-
-
-class FakeJWKS:
-    """A loopback HTTP server standing in for Better Auth's JWKS endpoint, answering whatever
-    `serve()` last set."""
-
-    def __init__(self) -> None:
-        answer = self.answer = {"status": 200, "body": b"{}"}
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(answer["status"])
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer["body"])))
-                self.end_headers()
-                self.wfile.write(answer["body"])
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/api/auth/jwks"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def serve(self, status: int, body: bytes) -> None:
-        self.answer.update(status=status, body=body)
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
 
 
 def test_broken_jwks_is_503_never_500(tmp_path, caplog):

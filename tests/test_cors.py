@@ -41,3 +41,35 @@ def test_actual_requests_carry_cors_headers_even_on_errors(client):
     unauthorized = client.get("/api/tasks", headers={"Origin": FRONTEND})
     assert unauthorized.status_code == 401
     assert unauthorized.headers["access-control-allow-origin"] == FRONTEND
+
+
+def test_credentialed_requests_are_allowed_for_configured_origins_only(client):
+    """A browser fetch with `credentials: "include"` needs Access-Control-Allow-Credentials on
+    the preflight and the answer, and an exact origin (never `*`, Fetch standard: CORS check)."""
+    user = new_user()
+    for origin in (FRONTEND, "https://app.example.com"):
+        preflight = client.options("/api/tasks", headers={"Origin": origin, **PREFLIGHT})
+        assert preflight.headers["access-control-allow-credentials"] == "true"
+        assert preflight.headers["access-control-allow-origin"] == origin
+        answer = client.get("/api/tasks", headers={"Origin": origin, **user.headers})
+        assert answer.headers["access-control-allow-credentials"] == "true"
+        assert answer.headers["access-control-allow-origin"] == origin
+        assert "origin" in answer.headers["vary"].lower()
+    evil = client.options("/api/tasks", headers={"Origin": "https://evil.example", **PREFLIGHT})
+    assert "access-control-allow-origin" not in evil.headers
+
+
+def test_a_cookie_alone_never_authenticates(client):
+    """Credentials mode grants no ambient authority: only the Authorization header counts, so
+    a cookie holding a valid token (or Better Auth's session cookies) is a 401."""
+    user = new_user()
+    cookies = {"better-auth.session_token": user.token, "better-auth.session_data": user.token,
+               "token": user.token, "Authorization": f"Bearer {user.token}"}
+    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    for path in ("/api/tasks", f"/api/{user.id}/tasks"):
+        answer = client.get(path, headers={"Origin": FRONTEND, "Cookie": cookie})
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"] == "Bearer"
+        created = client.post(path, json={"title": "x"}, headers={"Origin": FRONTEND, "Cookie": cookie})
+        assert created.status_code == 401
+    assert client.get("/api/tasks", headers=user.headers).json() == []

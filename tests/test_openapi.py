@@ -123,7 +123,7 @@ def test_parameters_are_typed(spec):
     assert listing["user_id"]["in"] == "path" and listing["user_id"]["required"] is True
     one = {p["name"]: p for p in spec["paths"]["/api/tasks/{task_id}"]["get"]["parameters"]}
     assert one["task_id"]["schema"] == {
-        "type": "integer", "format": "int32", "minimum": 1, "maximum": 2**31 - 1}
+        "type": "integer", "format": "int64", "minimum": 1, "maximum": 2**53 - 1}
 
 
 def test_conditional_and_idempotency_headers_are_documented(spec):

@@ -13,6 +13,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+import migrations
 from handlers.errors import EXCEPTION_HANDLERS
 from schemas.tasks import ListQuery, TaskCreate
 from store import InvalidData, Store
@@ -23,8 +24,8 @@ from tests.users import new_user
 
 @pytest.fixture(scope="module")
 def pg_store(postgres_database):
+    migrations.upgrade(postgres_database.url)
     store = Store(postgres_database.url)
-    store.create_tables()
     yield store
     store.dispose()
 

@@ -179,8 +179,8 @@ def test_60_kb_list_query_string_is_414(api, params):
     assert api.list(sort="title", page="x" * 8000).json() == [task]  # just under the limit
 
 
-@pytest.mark.parametrize("task_id", ["0", "-1", "abc", "1.5", "2147483648",
-                                     "99999999999999999999", "1e3", "%20"])
+@pytest.mark.parametrize("task_id", ["0", "-1", "abc", "1.5", "2147483648", "9007199254740991",
+                                     "9007199254740992", "99999999999999999999", "1e3", "%20"])
 def test_odd_ids_are_404_everywhere(api, task_id):
     task = api.new_task()
     for response in (
