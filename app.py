@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -99,19 +100,19 @@ ROUTES = [
 ]
 
 
-def _frontend_url() -> str:
-    return os.getenv("BETTER_AUTH_URL", "http://localhost:3000").rstrip("/")
+def _frontend_url(env: Mapping[str, str]) -> str:
+    return env.get("BETTER_AUTH_URL", "http://localhost:3000").rstrip("/")
 
 
-def _origins() -> list[str]:
-    extra = os.getenv("CORS_ORIGINS", "")
-    return [_frontend_url()] + [o.strip().rstrip("/") for o in extra.split(",") if o.strip()]
+def _origins(env: Mapping[str, str]) -> list[str]:
+    extra = env.get("CORS_ORIGINS", "")
+    return [_frontend_url(env)] + [o.strip().rstrip("/") for o in extra.split(",") if o.strip()]
 
 
-def _verifier() -> Verifier:
+def _verifier(env: Mapping[str, str]) -> Verifier:
     """HS256 with BETTER_AUTH_SECRET and Better Auth's JWKS (SPEC.md: Authentication)."""
-    secret = os.getenv("BETTER_AUTH_SECRET") or None
-    explicit_jwks = os.getenv("BETTER_AUTH_JWKS_URL") or None
+    secret = env.get("BETTER_AUTH_SECRET") or None
+    explicit_jwks = env.get("BETTER_AUTH_JWKS_URL") or None
     if secret is None and explicit_jwks is None:
         raise ConfigError(
             "BETTER_AUTH_SECRET is not set: set it to the secret of your Better Auth app "
@@ -120,23 +121,23 @@ def _verifier() -> Verifier:
         )
     if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
-    frontend = _frontend_url()
+    frontend = _frontend_url(env)
     try:
         keys = JWKSKeys(explicit_jwks or f"{frontend}/api/auth/jwks")
     except PyJWKClientError as error:
         raise ConfigError(f"BETTER_AUTH_JWKS_URL: {error}") from None
     # Better Auth's jwt plugin sets iss and aud to its baseURL, which is BETTER_AUTH_URL.
-    issuer = os.getenv("JWT_ISSUER") or (frontend, frontend + "/")
-    audience = os.getenv("JWT_AUDIENCE") or [frontend, frontend + "/"]
+    issuer = env.get("JWT_ISSUER") or (frontend, frontend + "/")
+    audience = env.get("JWT_AUDIENCE") or [frontend, frontend + "/"]
     jwks = JWKSVerifier(keys, issuer, audience)
     return make_verifier(SecretVerifier(secret) if secret else None, jwks)
 
 
-def _cursor_key(store: Store) -> bytes:
+def _cursor_key(env: Mapping[str, str], store: Store) -> bytes:
     """Signing key of list cursors, the same in every worker, instance and restart: CURSOR_SECRET
     if set, else derived from BETTER_AUTH_SECRET, else a key generated once and kept in the
     database (a JWKS-only deployment)."""
-    secret = os.getenv("CURSOR_SECRET") or os.getenv("BETTER_AUTH_SECRET")
+    secret = env.get("CURSOR_SECRET") or env.get("BETTER_AUTH_SECRET")
     return (secret or store.shared_secret("cursor-signing-key")).encode()
 
 
@@ -161,26 +162,29 @@ async def _purge_idempotency_keys(store: Store) -> None:
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
 
-def _start_on_database(store: Store, url: str) -> Cursors:
+def _start_on_database(env: Mapping[str, str], store: Store) -> Cursors:
     """Check that the schema is at the migrations' head (the app runs no DDL: the release step
     does, docs/operations.md) and load the cursor key. ConfigError, one line, if not."""
     try:
         with store.engine.connect() as connection:
             migrations.check(connection)
-        return Cursors(_cursor_key(store))
+        return Cursors(_cursor_key(env, store))
     except migrations.SchemaNotCurrent as error:
         raise ConfigError(str(error)) from None
     except (exc.DBAPIError, DatabaseUnavailable) as error:
         reason = error.orig if isinstance(error, exc.DBAPIError) else error
+        url = store.engine.url.render_as_string(hide_password=True)
         raise _startup_error(url, " ".join(str(reason).split())) from None
 
 
-def create_app() -> Starlette:
-    """The application, configured from the environment. Raises ConfigError."""
-    url = os.getenv("DATABASE_URL") or SQLITE_DEFAULT
-    store = Store(url)
-    verify = _verifier()
-    cursors = _start_on_database(store, url)
+def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) -> Starlette:
+    """The application configured by `env`, the variables of .env.example (by default the
+    process environment); `store`, if given, replaces the one DATABASE_URL names (the tests
+    pass one with short timeouts). Raises ConfigError."""
+    if store is None:
+        store = Store(env.get("DATABASE_URL") or SQLITE_DEFAULT)
+    verify = _verifier(env)
+    cursors = _start_on_database(env, store)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -196,7 +200,7 @@ def create_app() -> Starlette:
         Middleware(RequestLogMiddleware),
         Middleware(
             CORSMiddleware,
-            allow_origins=_origins(),
+            allow_origins=_origins(env),
             # Browsers send fetch(..., {credentials: "include"}) only to an API that allows it;
             # safe because only the Authorization header authenticates, never a cookie
             # (docs/security.md: CORS and cookies). Starlette echoes the exact origin.

@@ -213,26 +213,31 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """An autocommit engine for `url` (SQLite file or PostgreSQL) with bounded waits."""
+def make_engine(url: str, pool_timeout: float = POOL_TIMEOUT,
+                connect_timeout: int = CONNECT_TIMEOUT,
+                statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Engine:
+    """An autocommit engine for `url` (SQLite file or PostgreSQL) with bounded waits: at most
+    `pool_timeout` seconds for a pooled connection (on SQLite: for the write lock),
+    `connect_timeout` seconds (whole, libpq's unit) to open one, `statement_timeout_ms`
+    milliseconds per PostgreSQL statement."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             isolation_level="AUTOCOMMIT",
-            connect_args={"check_same_thread": False, "timeout": POOL_TIMEOUT},
+            connect_args={"check_same_thread": False, "timeout": pool_timeout},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
-        _queue_sqlite_writers(engine)
+        _queue_sqlite_writers(engine, pool_timeout)
         return engine
     engine = create_engine(
         url,
         isolation_level="AUTOCOMMIT",
         pool_size=POOL_SIZE,
         max_overflow=POOL_OVERFLOW,
-        pool_timeout=POOL_TIMEOUT,
+        pool_timeout=pool_timeout,
         connect_args={
-            "connect_timeout": CONNECT_TIMEOUT,
+            "connect_timeout": connect_timeout,
             "application_name": "todo-api",
             "keepalives": 1,
             "keepalives_idle": 30,
@@ -240,7 +245,7 @@ def make_engine(url: str) -> Engine:
             "keepalives_count": 3,
         },
     )
-    event.listen(engine, "connect", _postgres_on_connect)
+    event.listen(engine, "connect", functools.partial(_postgres_on_connect, statement_timeout_ms))
     event.listen(engine, "checkout", _drop_dead_connection)
     event.listen(engine, "handle_error", _renew_sessions_of_a_moved_server)
     return engine
@@ -253,7 +258,7 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _queue_sqlite_writers(engine: Engine) -> None:
+def _queue_sqlite_writers(engine: Engine, timeout: float) -> None:
     """Make the writers of this process take turns on SQLite's one write lock.
 
     Left to SQLite, concurrent writers each retry on their own until `timeout` (its busy
@@ -268,8 +273,8 @@ def _queue_sqlite_writers(engine: Engine) -> None:
     def before_cursor_execute(connection, _cursor, statement, *_args) -> None:
         if connection.info.get("writing") or statement.lstrip()[:6].upper() == "SELECT":
             return
-        if not lock.acquire(timeout=POOL_TIMEOUT):
-            raise exc.TimeoutError(f"no turn to write within {POOL_TIMEOUT} s")
+        if not lock.acquire(timeout=timeout):
+            raise exc.TimeoutError(f"no turn to write within {timeout} s")
         connection.info["writing"] = True
 
     def checkin(_dbapi_connection, record) -> None:
@@ -280,11 +285,11 @@ def _queue_sqlite_writers(engine: Engine) -> None:
     event.listen(engine, "checkin", checkin)
 
 
-def _postgres_on_connect(dbapi_connection, _record) -> None:
+def _postgres_on_connect(statement_timeout_ms: int, dbapi_connection, _record) -> None:
     # Once per new connection; SET rather than the `options` startup parameter, which
     # connection poolers such as PgBouncer reject.
     with dbapi_connection.cursor() as cursor:
-        cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        cursor.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
 
 
 # SQLSTATEs after which a session is of no further use, though it is still open (PostgreSQL
@@ -344,14 +349,18 @@ class Store:
     """Every query of the API over one engine. Methods are blocking: call them off the event loop.
 
     Raises DatabaseUnavailable when the database cannot be reached, times out or the pool is
-    exhausted for POOL_TIMEOUT seconds, and InvalidData when it refuses a value.
+    exhausted for `pool_timeout` seconds, and InvalidData when it refuses a value. The timeouts
+    are `make_engine`'s; the defaults are the deployed ones.
     """
 
-    def __init__(self, url: str = SQLITE_DEFAULT, json_by_database: bool = True) -> None:
+    def __init__(self, url: str = SQLITE_DEFAULT, json_by_database: bool = True, *,
+                 pool_timeout: float = POOL_TIMEOUT, connect_timeout: int = CONNECT_TIMEOUT,
+                 statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
         """A store over the database at `url`. Task JSON is rendered by PostgreSQL, in Python
         on SQLite, and also on PostgreSQL with `json_by_database=False` (tests compare the two:
-        the same bytes)."""
-        self.engine = make_engine(url)
+        the same bytes). The timeouts are `make_engine`'s (seconds, and milliseconds for
+        statements); the defaults are the deployed ones."""
+        self.engine = make_engine(url, pool_timeout, connect_timeout, statement_timeout_ms)
         self._known: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
         self._known_lock = Lock()
         self._pending = local()  # .user: claims to upsert with this thread's next statement
@@ -696,7 +705,7 @@ class Store:
         if row is None:
             return None
         if self._json_by_database:
-            task_id, version, body = row
+            task_id, version, body = row[:3]
             return {"id": task_id, "version": version, "body": body.encode()}
         task = dict(row._mapping)
         return {"id": task["id"], "version": task["version"], "body": TASK_JSON.dump_json(task)}
@@ -718,8 +727,15 @@ def _recording(statement):
     """`statement` (a task write returning TASK_ANSWER) as a data-modifying CTE whose answer
     the UPDATE of `_record_response` stores and returns: one round trip for both."""
     written = statement.cte("written")
-    as_json = cast(func.row_to_json(written.table_valued()), Text)
-    return _record_response(as_json).where(written.c.id.is_not(None)).returning(*written.c)
+    answer = (written.c.id, written.c.version, written.c.body)
+    as_json = func.json_build_object("id", answer[0], "version", answer[1], "body", answer[2])
+    # Joined on the key's user (the written task is that user's), not a cross product with the
+    # CTE, which SQLAlchemy warns of.
+    return (
+        _record_response(cast(as_json, Text))
+        .where(IdempotencyKey.user_id == written.c.user_id)
+        .returning(*answer)
+    )
 
 
 class Page(NamedTuple):
@@ -962,7 +978,8 @@ def _task_json(columns):
 
 # What a single-task statement returns: the id and version (the ETag), and on PostgreSQL the
 # task's JSON text; on SQLite every column, rendered by Store._answer.
-TASK_ANSWER = (Task.id, Task.version, _task_json(Task.__table__.c).label("body"))
+# user_id only joins an Idempotency-Key's record to the written task (`_recording`).
+TASK_ANSWER = (Task.id, Task.version, _task_json(Task.__table__.c).label("body"), Task.user_id)
 
 
 @functools.cache

@@ -5,6 +5,7 @@ import os
 import subprocess
 import uuid
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -40,6 +41,10 @@ class BetterAuthServer:
             "BETTER_AUTH_SECRET": secret, "BETTER_AUTH_URL": self.url, "JWT_ALG": alg, **env,
         }
         self.process: subprocess.Popen | None = None
+        # One keep-alive client for every call, which keeps no cookie: Better Auth refuses
+        # cookie-carrying POSTs with no Origin, and each call says who it is by its token.
+        no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+        self.http = httpx.Client(base_url=self.url, cookies=no_cookies, timeout=30)
 
     def start(self) -> "BetterAuthServer":
         self.process = subprocess.Popen(
@@ -54,15 +59,21 @@ class BetterAuthServer:
         raise RuntimeError(f"Better Auth did not start:\n{''.join(output)}")
 
     def stop(self) -> None:
+        """Stop the server; `start()` starts it again on the same port and database."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+        if self.process:
+            self.process.stdout.close()
+
+    def close(self) -> None:
+        self.stop()
+        self.http.close()
 
     def sign_up(self, name: str = "Ada Lovelace") -> Account:
         email = f"{uuid.uuid4().hex[:12]}@example.com"
-        # A fresh request each time: Better Auth refuses cookie-carrying POSTs with no Origin.
-        response = httpx.post(
-            f"{self.url}/api/auth/sign-up/email",
+        response = self.http.post(
+            "/api/auth/sign-up/email",
             json={"email": email, "password": "correct horse battery", "name": name},
         )
         response.raise_for_status()
@@ -73,23 +84,23 @@ class BetterAuthServer:
 
     def token(self, account: Account) -> str:
         """The JWT of GET /api/auth/token (what `authClient.token()` returns)."""
-        response = httpx.get(f"{self.url}/api/auth/token", headers=bearer(account.session))
+        response = self.http.get("/api/auth/token", headers=bearer(account.session))
         response.raise_for_status()
         return response.json()["token"]
 
     def header_token(self, account: Account) -> str:
         """The JWT of the `set-auth-jwt` header of GET /api/auth/get-session."""
-        response = httpx.get(f"{self.url}/api/auth/get-session", headers=bearer(account.session))
+        response = self.http.get("/api/auth/get-session", headers=bearer(account.session))
         response.raise_for_status()
         return response.headers["set-auth-jwt"]
 
     def jwks(self) -> dict:
-        return httpx.get(f"{self.url}/api/auth/jwks").raise_for_status().json()
+        return self.http.get("/api/auth/jwks").raise_for_status().json()
 
     def rotate(self, drop_old: bool = False) -> str:
         """Make a new signing key (new kid); returns the kid."""
         query = "?drop_old=1" if drop_old else ""
-        return httpx.post(f"{self.url}/test/rotate{query}").raise_for_status().json()["kid"]
+        return self.http.post(f"/test/rotate{query}").raise_for_status().json()["kid"]
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -1,16 +1,16 @@
-"""Shared fixtures: every API test runs against a real uvicorn server on SQLite and on
-PostgreSQL (TEST_DATABASE_URL), for both route families."""
+"""Shared fixtures. Per-request behaviour runs against the app in process (tests/helpers.py:
+in_process) on SQLite and on PostgreSQL (TEST_DATABASE_URL), for both route families; what
+needs a process (logs, signals, disconnects, faults) runs against a real uvicorn server."""
 
 import os
+from pathlib import Path
 
-import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Api, in_process, server_env
 from tests.servers import AppServer, PostgresDatabase
-from tests.users import SECRET, User, make_token, new_user  # noqa: F401 (re-exported)
-
-FRONTEND = "http://localhost:3000"
+from tests.users import new_user
 
 
 @pytest.fixture(scope="session")
@@ -46,19 +46,18 @@ def database_url(request, tmp_path_factory) -> str:
     return request.getfixturevalue("postgres_database").url
 
 
-def server_env(database_url: str, **extra: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "BETTER_AUTH_SECRET": SECRET,
-        "BETTER_AUTH_URL": FRONTEND,
-        "CORS_ORIGINS": "https://app.example.com",
-        "LOG_LEVEL": "INFO",
-        **extra,
-    }
+# Module scope: an app's pooled connections (up to store.POOL_SIZE) are closed when its module
+# is done, so that a run holds few at once on a PostgreSQL server that others may share.
+@pytest.fixture(scope="module")
+def client(database_url):
+    """The app in process on the session's database."""
+    with in_process(server_env(database_url)) as test_client:
+        yield test_client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(database_url):
+    """The app as a uvicorn process on the session's database (for its log and its sockets)."""
     app_server = AppServer(server_env(database_url)).start()
     yield app_server
     app_server.stop()
@@ -75,64 +74,10 @@ def postgres_server(postgres_database):
 
 @pytest.fixture(scope="session")
 def db(database_url):
-    """A direct SQLAlchemy engine on the server's database, for checking what is stored."""
+    """A direct SQLAlchemy engine on the app's database, for checking what is stored."""
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://", 1))
     yield engine
     engine.dispose()
-
-
-def rows(engine, sql: str, **params) -> list[dict]:
-    with engine.connect() as connection:
-        return [dict(row) for row in connection.execute(text(sql), params).mappings()]
-
-
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield http
-
-
-class Api:
-    """The task endpoints of one route family, called as one user."""
-
-    def __init__(self, client: httpx.Client, user: User, family: str) -> None:
-        self.client, self.user, self.family = client, user, family
-        self.prefix = "/api" if family == "A" else f"/api/{user.id}"
-
-    def path(self, task_id=None, suffix: str = "") -> str:
-        base = f"{self.prefix}/tasks"
-        return base if task_id is None else f"{base}/{task_id}{suffix}"
-
-    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        headers = {**self.user.headers, **kwargs.pop("headers", {})}
-        return self.client.request(method, path, headers=headers, **kwargs)
-
-    def list(self, **params) -> httpx.Response:
-        return self.request("GET", self.path(), params=params)
-
-    def create(self, body=None, **kwargs) -> httpx.Response:
-        if body is not None:
-            kwargs["json"] = body
-        return self.request("POST", self.path(), **kwargs)
-
-    def get(self, task_id) -> httpx.Response:
-        return self.request("GET", self.path(task_id))
-
-    def update(self, task_id, body=None, method: str = "PUT", **kwargs) -> httpx.Response:
-        if body is not None:
-            kwargs["json"] = body
-        return self.request(method, self.path(task_id), **kwargs)
-
-    def toggle(self, task_id) -> httpx.Response:
-        return self.request("PATCH", self.path(task_id, "/complete"))
-
-    def delete(self, task_id) -> httpx.Response:
-        return self.request("DELETE", self.path(task_id))
-
-    def new_task(self, **body) -> dict:
-        response = self.create({"title": "a task", **body})
-        assert response.status_code == 201, response.text
-        return response.json()
 
 
 @pytest.fixture(params=["A", "B"], ids=["api-tasks", "api-user-tasks"])
@@ -149,3 +94,22 @@ def api(client, family) -> Api:
 def other(client, family) -> Api:
     """A second user of the same route family."""
     return Api(client, new_user(), family)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Playwright); skipped without it, except under CI."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - requirements-dev.txt installs it
+        sync_playwright = None
+    missing = "playwright is not installed" if sync_playwright is None else (
+        None if Path(CHROMIUM).exists() else f"{CHROMIUM} not found (apt-get install chromium)")
+    if missing:
+        if os.getenv("CI"):
+            pytest.fail(f"{missing}: CI must run the browser tests")
+        pytest.skip(missing)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

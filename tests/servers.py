@@ -90,18 +90,21 @@ class AppServer:
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited {self.process.returncode}:\n{self.logs()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        with httpx.Client(timeout=1) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited {self.process.returncode}:\n{self.logs()}")
+                try:
+                    if http.get(f"{self.url}/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
         raise RuntimeError(f"server did not start:\n{self.logs()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Stop the server with `sig` (killed after `timeout` seconds); its exit code. The log
+        stays readable."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -109,6 +112,7 @@ class AppServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.log.close()
         return self.process.returncode if self.process else 0
 
     def logs(self) -> str:

@@ -1,12 +1,8 @@
 """Bearer tokens (SPEC.md: Authentication; RFC 6750, RFC 8725) and users created from claims."""
 
 import base64
-import hashlib
-import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import jwt
@@ -14,9 +10,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
-from tests.conftest import FRONTEND, SECRET, make_token, new_user, rows, server_env
+from tests.helpers import (
+    FRONTEND, FakeJWKS, assert_problem, in_process, rows, server_env, signed_payload,
+)
 from tests.servers import AppServer
-from tests.test_validation import assert_problem
+from tests.users import SECRET, make_token, new_user
 
 INVALID = 'Bearer error="invalid_token"'
 
@@ -45,15 +43,6 @@ def test_missing_token_is_401_bearer(client, authorization):
     assert_problem(response, 401)
     assert response.headers["www-authenticate"] == "Bearer"
     assert call(client, f"Bearer {new_user().token}").status_code == 200
-
-
-def signed_payload(payload: str) -> str:
-    """An HS256 token with the real secret over `payload`, JSON text as given (Infinity, NaN
-    and 400-digit numbers, which json.dumps would not write or would write differently)."""
-    header = b64({"alg": "HS256", "typ": "JWT"})
-    body = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
-    signature = hmac.new(SECRET.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest()
-    return f"{header}.{body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
 
 
 def numeric_date_tokens(user: str) -> dict[str, str]:
@@ -299,37 +288,7 @@ def test_newest_claims_win_across_workers(two_workers, db):
     assert stored == [{"email": f"newer-{user_id}@example.com", "name": "Newer"}]
 
 
-class FakeJWKS:
-    """A loopback HTTP server standing in for Better Auth's JWKS endpoint, answering whatever
-    `serve()` last set."""
-
-    def __init__(self) -> None:
-        answer = self.answer = {"status": 200, "body": b"{}"}
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(answer["status"])
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer["body"])))
-                self.end_headers()
-                self.wfile.write(answer["body"])
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/api/auth/jwks"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def serve(self, status: int, body: bytes) -> None:
-        self.answer.update(status=status, body=body)
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
-def test_broken_jwks_is_503_never_500(tmp_path):
+def test_broken_jwks_is_503_never_500(tmp_path, caplog):
     """Whatever the JWKS endpoint answers, a token whose key cannot be had is 503 with
     Retry-After (SPEC.md: JWKS unreachable), HS256 tokens keep working, and a repaired JWKS is
     used at once, without a restart."""
@@ -345,10 +304,9 @@ def test_broken_jwks_is_503_never_500(tmp_path):
         "deeply nested": (200, b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
     }
     jwks = FakeJWKS()
-    server = AppServer(server_env(f"sqlite:///{tmp_path}/todo.db",
-                                  BETTER_AUTH_JWKS_URL=jwks.url)).start()
+    env = server_env(f"sqlite:///{tmp_path}/todo.db", BETTER_AUTH_JWKS_URL=jwks.url)
     try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with in_process(env) as http:
             for name, (status, body) in broken.items():
                 jwks.serve(status, body)
                 response = call(http, f"Bearer {token}")
@@ -358,9 +316,8 @@ def test_broken_jwks_is_503_never_500(tmp_path):
                 assert call(http, f"Bearer {new_user().token}").status_code == 200
             jwks.serve(200, json.dumps({"keys": [jwk]}).encode())
             assert call(http, f"Bearer {token}").status_code == 200
-        assert "Traceback" not in server.logs()
+        assert not [r for r in caplog.records if r.exc_info], caplog.text  # no traceback logged
     finally:
-        server.stop()
         jwks.close()
 
 

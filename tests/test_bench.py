@@ -11,7 +11,7 @@ import sys
 import httpx
 
 from bench import harness, report
-from tests.conftest import new_user
+from tests.users import new_user
 from tests.servers import ROOT, AppServer
 
 

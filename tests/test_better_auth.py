@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.better_auth import BetterAuthServer, bearer, jose_hs256, require_node_harness
-from tests.conftest import SECRET, rows, server_env
+from tests.helpers import rows, server_env
 from tests.servers import AppServer, PostgresDatabase
+from tests.users import SECRET
 
 ALGORITHMS = ["EdDSA", "ES256", "ES512", "RS256", "PS256"]
 
@@ -27,15 +28,21 @@ class Stack:
 
     def __init__(self, admin_url: str, alg: str, **auth_env: str) -> None:
         self.database = PostgresDatabase(admin_url)
-        self.auth = BetterAuthServer(self.database.url, SECRET, alg, **auth_env).start()
-        self.api = AppServer(server_env(self.database.url, BETTER_AUTH_URL=self.auth.url)).start()
+        self.auth = BetterAuthServer(self.database.url, SECRET, alg, **auth_env)
+        env = server_env(self.database.url, BETTER_AUTH_URL=self.auth.url)
+        # Both start at once: the API fetches the JWKS only when a token needs it.
+        self.api = AppServer(env).start(wait=False)
+        self.auth.start()
+        self.api.wait_ready()
+        self.http = httpx.Client(base_url=self.api.url, timeout=30)
 
     def call(self, method: str, path: str, token: str, **kwargs) -> httpx.Response:
-        return httpx.request(method, f"{self.api.url}{path}", headers=bearer(token), **kwargs)
+        return self.http.request(method, path, headers=bearer(token), **kwargs)
 
     def close(self) -> None:
+        self.http.close()
         self.api.stop()
-        self.auth.stop()
+        self.auth.close()
         self.database.drop()
 
 
@@ -254,10 +261,12 @@ def test_jwks_only_deployment(postgres_admin_url):
     """No BETTER_AUTH_SECRET, BETTER_AUTH_JWKS_URL set: JWKS tokens work, HS256 tokens do not."""
     require_node_harness()
     database = PostgresDatabase(postgres_admin_url)
-    auth = BetterAuthServer(database.url, SECRET, "EdDSA").start()
+    auth = BetterAuthServer(database.url, SECRET, "EdDSA")
     env = server_env(database.url, BETTER_AUTH_URL=auth.url,
                      BETTER_AUTH_JWKS_URL=f"{auth.url}/api/auth/jwks", BETTER_AUTH_SECRET="")
-    api = AppServer(env).start()
+    api = AppServer(env).start(wait=False)
+    auth.start()
+    api.wait_ready()
     try:
         token = auth.token(auth.sign_up())
         headers = bearer(token)
@@ -266,5 +275,5 @@ def test_jwks_only_deployment(postgres_admin_url):
         assert httpx.get(f"{api.url}/api/tasks", headers=bearer(hs256)).status_code == 401
     finally:
         api.stop()
-        auth.stop()
+        auth.close()
         database.drop()

@@ -11,9 +11,7 @@ Screenshots go to test-artifacts/. Without Chromium the tests skip, except under
 """
 
 import functools
-import os
 import re
-import shutil
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -23,34 +21,16 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from tests.conftest import FRONTEND, new_user, server_env
-from tests.servers import ROOT, AppServer, free_port
+from tests.helpers import FRONTEND, TIMEOUT_MS, screenshot, server_env
+from tests.servers import AppServer, free_port
+from tests.users import new_user
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGES = Path(__file__).parent / "browser"
-ARTIFACTS = ROOT / "test-artifacts"
-TIMEOUT_MS = 15_000
 
 try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - requirements-dev.txt installs it
-    sync_playwright = None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    missing = "playwright is not installed" if sync_playwright is None else (
-        None if Path(CHROMIUM).exists() else f"{CHROMIUM} not found (apt-get install chromium)")
-    if missing:
-        if os.getenv("CI"):
-            pytest.fail(f"{missing}: CI must run the browser tests")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    from playwright.sync_api import expect
+except ImportError:  # pragma: no cover - the browser fixture reports it
+    expect = None
 
 
 @pytest.fixture
@@ -122,11 +102,6 @@ def foreign_site():
 
 def app_url(origin: str, api: str, token: str) -> str:
     return f"{origin}/index.html#{urlencode({'api': api, 'token': token})}"
-
-
-def screenshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def test_frontend_page_manages_tasks_across_origins(page, frontend, api_server):

@@ -6,20 +6,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.conftest import Api, new_user, rows, server_env
+from tests.helpers import Api, in_parallel, rows, server_env
 from tests.servers import AppServer
+from tests.users import new_user
 
 PARALLEL = 50
 
 
-def in_parallel(server, count: int, call) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=count)
-    with httpx.Client(base_url=server.url, timeout=60, limits=limits) as http:
-        with ThreadPoolExecutor(count) as pool:
-            return list(pool.map(lambda n: call(http, n), range(count)))
-
-
-def test_concurrent_first_requests_of_a_new_user(server, db):
+def test_concurrent_first_requests_of_a_new_user(client, db):
     user = new_user()
 
     def first_call(http, n):
@@ -27,19 +21,19 @@ def test_concurrent_first_requests_of_a_new_user(server, db):
             return http.get("/api/tasks", headers=user.headers)
         return http.post("/api/tasks", json={"title": f"t{n}"}, headers=user.headers)
 
-    responses = in_parallel(server, PARALLEL, first_call)
+    responses = in_parallel(client, PARALLEL, first_call)
     assert sorted({r.status_code for r in responses}) == [200, 201]
     assert rows(db, "SELECT count(*) AS n FROM users WHERE id = :id", id=user.id) == [{"n": 1}]
     tasks = rows(db, "SELECT count(*) AS n FROM tasks WHERE user_id = :id", id=user.id)
     assert tasks == [{"n": PARALLEL // 2}]
 
 
-def test_concurrent_toggles_lose_no_update(server, client, family):
+def test_concurrent_toggles_lose_no_update(client, family):
     api = Api(client, new_user(), family)
     task = api.new_task()
     toggles = PARALLEL + 1  # odd: the task must end completed
     responses = in_parallel(
-        server, toggles, lambda http, n: Api(http, api.user, family).toggle(task["id"])
+        client, toggles, lambda http, n: Api(http, api.user, family).toggle(task["id"])
     )
     assert [r.status_code for r in responses] == [200] * toggles
     seen = sorted(r.json()["completed"] for r in responses)
@@ -47,7 +41,7 @@ def test_concurrent_toggles_lose_no_update(server, client, family):
     assert api.get(task["id"]).json()["completed"] is True
 
 
-def test_parallel_updates_of_different_fields_all_survive(server, client, family):
+def test_parallel_updates_of_different_fields_all_survive(client, family):
     """An update is one `UPDATE ... SET` of only the members sent (README: Update), so parallel
     updates of different fields of one task never undo each other."""
     api = Api(client, new_user(), family)
@@ -61,7 +55,7 @@ def test_parallel_updates_of_different_fields_all_survive(server, client, family
     copies = 3  # each field sent three times per round, with the same value
     for n in range(8):
         bodies = [{field: value(n)} for field, value in values.items()] * copies
-        responses = in_parallel(server, len(bodies), lambda http, i: Api(
+        responses = in_parallel(client, len(bodies), lambda http, i: Api(
             http, api.user, family).update(task["id"], bodies[i], method="PATCH"))
         assert [r.status_code for r in responses] == [200] * len(bodies)
         stored = api.get(task["id"]).json()

@@ -3,10 +3,8 @@ updates, If-None-Match for cheap re-reads; without the headers nothing changes."
 
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
-
-from tests.conftest import Api, new_user
-from tests.test_validation import assert_problem
+from tests.helpers import Api, assert_problem
+from tests.users import new_user
 
 
 def test_every_single_task_response_has_an_etag_that_changes(api):
@@ -108,17 +106,16 @@ def test_if_match_on_missing_or_foreign_task_is_404(api, other):
     assert api.get(task["id"]).json() == task
 
 
-def test_two_clients_racing_with_if_match_exactly_one_wins(server, client, family):
+def test_two_clients_racing_with_if_match_exactly_one_wins(client, family):
     api = Api(client, new_user(), family)
     created = api.create({"title": "start"})
     etag, task_id = created.headers["etag"], created.json()["id"]
     racers = 10
 
     def race(n):
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            return Api(http, api.user, family).update(
-                task_id, {"title": f"writer {n}"}, headers={"If-Match": etag}
-            )
+        return Api(client, api.user, family).update(
+            task_id, {"title": f"writer {n}"}, headers={"If-Match": etag}
+        )
 
     with ThreadPoolExecutor(racers) as pool:
         responses = list(pool.map(race, range(racers)))

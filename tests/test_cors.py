@@ -1,6 +1,7 @@
 """CORS for the frontend origin (Starlette's CORSMiddleware); preflights never need a token."""
 
-from tests.conftest import FRONTEND, new_user
+from tests.helpers import FRONTEND
+from tests.users import new_user
 
 PREFLIGHT = {
     "Access-Control-Request-Method": "POST",

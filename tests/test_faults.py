@@ -16,15 +16,23 @@ import psycopg2
 import pytest
 
 import migrations
-from store import CONNECT_TIMEOUT, POOL_OVERFLOW, POOL_SIZE, POOL_TIMEOUT, STATEMENT_TIMEOUT_MS
-from tests.conftest import Api, new_user, server_env
+from store import POOL_OVERFLOW, POOL_SIZE
+from tests.helpers import FAULT_TIMEOUTS, Api, assert_one_clear_line, assert_problem, server_env
 from tests.pgcluster import PostgresCluster
 from tests.servers import AppServer
-from tests.test_server import assert_one_clear_line
-from tests.test_validation import assert_problem
+from tests.users import new_user
 
 POOL = POOL_SIZE + POOL_OVERFLOW  # connections per worker
-STATEMENT_TIMEOUT = STATEMENT_TIMEOUT_MS / 1000
+# The servers here run with the store's short FAULT_TIMEOUTS, so waiting them out is quick.
+POOL_TIMEOUT = FAULT_TIMEOUTS["pool_timeout"]
+CONNECT_TIMEOUT = FAULT_TIMEOUTS["connect_timeout"]
+STATEMENT_TIMEOUT = FAULT_TIMEOUTS["statement_timeout_ms"] / 1000
+
+
+def fault_server(database_url: str) -> AppServer:
+    """The app under uvicorn on `database_url`, its store with FAULT_TIMEOUTS (not started)."""
+    return AppServer(server_env(database_url), app="tests.helpers:short_timeouts_app",
+                     args=["--factory"])
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -80,6 +88,14 @@ def wait_until(condition, timeout: float = 10, what: str = "condition"):
             return result
         time.sleep(0.02)
     raise AssertionError(f"{what} not reached in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def postgres_server(postgres_database):
+    """This module's server on the session's PostgreSQL database."""
+    server = fault_server(postgres_database.url).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -149,7 +165,7 @@ def cluster():
 def test_postgres_stopped_and_started_under_load(cluster):
     """`pg_ctl stop -m fast`, an outage, a start: requests meanwhile are 503 and quick, then
     full service returns without restarting the app, and every acknowledged write is kept."""
-    server = AppServer(server_env(cluster.url(sslmode="require"))).start()
+    server = fault_server(cluster.url(sslmode="require")).start()
     user = new_user()
     log: list[tuple[float, float, str, int]] = []  # (started, elapsed, method, status)
     created: list[int] = []
@@ -212,6 +228,7 @@ def refuses_connections(server: AppServer) -> bool:
 
 
 def test_sigterm_lets_in_flight_requests_finish(postgres_database):
+    # The deployed timeouts: the requests stay blocked until the test lets them finish.
     server = AppServer(server_env(postgres_database.url)).start()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:

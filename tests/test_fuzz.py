@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the live server (issue #4) with Hypothesis: no create or update
+"""Property-based fuzzing of the app (issue #4) with Hypothesis: no create or update
 body and no list query gets a 5xx; a rejected request changes nothing; whatever is accepted is
 stored as sent and reads back, alone and in every list order. Bounded: a few hundred requests
 per database."""
@@ -12,9 +12,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Api, new_user
-from tests.test_auth import signed_payload
-from tests.test_validation import assert_problem
+from tests.helpers import Api, assert_problem, instant, signed_payload
+from tests.users import new_user
 
 FUZZ = settings(max_examples=80, deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -69,20 +68,14 @@ queries = st.dictionaries(
 
 
 @pytest.fixture(scope="module")
-def fuzz(server):
+def fuzz(client):
     """One user for every example, on both databases; its tasks are deleted as they go."""
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        yield Api(http, new_user(), "A")
+    return Api(client, new_user(), "A")
 
 
 # What Pydantic trims from a title: Unicode White_Space, which (unlike Python's str.isspace)
 # leaves out the information separators U+001C..U+001F.
 WHITE_SPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in "\x1c\x1d\x1e\x1f")
-
-
-def instant(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def assert_stored_as_sent(task: dict, body: dict, before: dict) -> None:

@@ -5,12 +5,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
-import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import Api, new_user, rows
-from tests.test_validation import assert_problem
+from tests.helpers import Api, assert_problem, rows
+from tests.users import new_user
 
 
 def key() -> dict[str, str]:
@@ -85,14 +84,13 @@ def test_malformed_key_is_400(api, bad):
     assert api.list().json() == []
 
 
-def test_parallel_retries_create_exactly_one_task(server, client, family):
+def test_parallel_retries_create_exactly_one_task(client, family):
     api = Api(client, new_user(), family)
     api.list()  # the user exists
     headers = key()
 
     def retry(_):
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            return Api(http, api.user, family).create({"title": "racing"}, headers=headers)
+        return Api(client, api.user, family).create({"title": "racing"}, headers=headers)
 
     with ThreadPoolExecutor(20) as pool:
         responses = list(pool.map(retry, range(20)))

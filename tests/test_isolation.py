@@ -5,8 +5,8 @@ from urllib.parse import quote
 
 import jwt
 
-from tests.conftest import Api, new_user, rows
-from tests.test_validation import assert_problem
+from tests.helpers import Api, assert_problem, rows
+from tests.users import new_user
 
 
 MISSING_ID = 2147483000  # in range, never created

@@ -2,12 +2,12 @@
 `sslmode=require&channel_binding=require`, against a private cluster that, like Neon, accepts
 only TLS connections authenticated with SCRAM-SHA-256 (channel binding needs both)."""
 
-import httpx
 import pytest
 
-from tests.conftest import Api, new_user, server_env
+from tests.helpers import Api, check_task_flow, in_process, server_env
 from tests.pgcluster import PostgresCluster
 from tests.servers import AppServer
+from tests.users import new_user
 
 NEON_QUERY = {"sslmode": "require", "channel_binding": "require"}
 
@@ -20,40 +20,10 @@ def cluster():
 
 
 @pytest.fixture(scope="module", params=["postgres", "postgresql"])
-def neon_server(request, cluster):
-    """The app on the cluster through a Neon-style URL, once per scheme."""
-    server = AppServer(server_env(cluster.url(request.param, **NEON_QUERY))).start()
-    yield server
-    server.stop()
-
-
-def check_task_flow(api: Api) -> None:
-    """Create, list (sorted and filtered), get, update (PUT and PATCH), toggle twice, delete,
-    and another user's 404s: each answers as specified."""
-    created = api.create({"title": "Buy milk", "description": "2 litres", "due_date": "2030-01-31"})
-    assert created.status_code == 201, created.text
-    task = created.json()
-    assert api.list().json() == [task]
-    assert api.get(task["id"]).json() == task
-    later = api.create({"title": "a later one", "due_date": "2031-01-01"}).json()
-    assert [t["id"] for t in api.list(sort="due_date").json()] == [task["id"], later["id"]]
-    assert [t["id"] for t in api.list(sort="title", order="desc").json()] == [task["id"], later["id"]]
-    stranger = Api(api.client, new_user(), api.family)
-    for response in (stranger.get(task["id"]), stranger.update(task["id"], {"title": "x"}),
-                     stranger.toggle(task["id"]), stranger.delete(task["id"])):
-        assert response.status_code == 404, response.text
-    assert stranger.list().json() == []
-    assert api.delete(later["id"]).status_code == 204
-    renamed = api.update(task["id"], {"title": "Buy oat milk"})
-    assert renamed.status_code == 200 and renamed.json()["title"] == "Buy oat milk", renamed.text
-    cleared = api.update(task["id"], {"description": None}, method="PATCH")
-    assert cleared.status_code == 200 and cleared.json()["description"] is None, cleared.text
-    assert api.toggle(task["id"]).json()["completed"] is True
-    assert [t["id"] for t in api.list(status="completed").json()] == [task["id"]]
-    assert api.toggle(task["id"]).json()["completed"] is False
-    assert api.delete(task["id"]).status_code == 204
-    assert api.get(task["id"]).status_code == 404
-    assert api.list().json() == []
+def neon_app(request, cluster):
+    """The app (in process) on the cluster through a Neon-style URL, once per scheme."""
+    with in_process(server_env(cluster.url(request.param, **NEON_QUERY))) as client:
+        yield client
 
 
 def startup_failure(url: str) -> str:
@@ -67,13 +37,12 @@ def startup_failure(url: str) -> str:
     return server.logs()
 
 
-def test_task_flow_over_a_neon_url(neon_server, family):
-    with httpx.Client(base_url=neon_server.url, timeout=30) as http:
-        check_task_flow(Api(http, new_user(), family))
+def test_task_flow_over_a_neon_url(neon_app, family):
+    check_task_flow(Api(neon_app, new_user(), family))
 
 
-def test_app_connections_use_tls(neon_server, cluster):
-    assert httpx.get(f"{neon_server.url}/ready", timeout=10).status_code == 200
+def test_app_connections_use_tls(neon_app, cluster):
+    assert neon_app.get("/ready").status_code == 200
     connections = cluster.admin(
         "SELECT a.usename, s.ssl, s.version FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)"
         " WHERE a.application_name = 'todo-api'"

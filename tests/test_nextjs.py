@@ -24,7 +24,7 @@ import jwt
 import pytest
 
 from tests.servers import ROOT, free_port, require_node_packages
-from tests.test_browser import TIMEOUT_MS, browser, screenshot  # noqa: F401 (browser: fixture)
+from tests.helpers import TIMEOUT_MS, screenshot
 
 try:
     from playwright.sync_api import expect
@@ -90,7 +90,7 @@ def stack(postgres_database, tmp_path_factory):
 
 
 @pytest.fixture
-def context(browser, stack):  # noqa: F811 (browser is the imported fixture)
+def context(browser, stack):
     """A browser profile of its own (one user); uncaught page errors fail the test."""
     context = browser.new_context(viewport={"width": 1000, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tests.conftest import Api, new_user
-from tests.test_validation import assert_problem
+from tests.helpers import Api, assert_problem
+from tests.users import new_user
 
 SORTS = ["created", "updated", "completed", "title", "due_date"]
 

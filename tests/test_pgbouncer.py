@@ -1,17 +1,12 @@
 """The app behind PgBouncer in transaction pooling mode, as behind Neon's `-pooler` host: the
 app's pooled connections share a few server connections, one autocommit statement at a time."""
 
-from concurrent.futures import ThreadPoolExecutor
-
-import httpx
 import psycopg2
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.conftest import Api, new_user, server_env
-from tests.pgcluster import PgBouncer
-from tests.servers import AppServer, PostgresDatabase
-from tests.test_neon_url import check_task_flow
+from tests.helpers import Api, bouncer_for, check_task_flow, in_parallel, in_process, server_env
+from tests.servers import PostgresDatabase
+from tests.users import new_user
 
 SERVER_CONNECTIONS = 3  # PgBouncer's pool: far fewer than the app's 20 connections
 PARALLEL = 30
@@ -25,19 +20,15 @@ def database(postgres_admin_url):
     database.drop()
 
 
-def bouncer_for(database: PostgresDatabase, pool_size: int) -> PgBouncer:
-    url = make_url(database.url)
-    return PgBouncer(url.host or "127.0.0.1", url.port or 5432, url.database,
-                     url.username or "postgres", url.password, pool_size=pool_size).start()
-
-
 @pytest.fixture(scope="module")
-def pooled_server(database):
+def pooled(database):
+    """The app (in process) on the database through PgBouncer."""
     bouncer = bouncer_for(database, SERVER_CONNECTIONS)
-    server = AppServer(server_env(bouncer.url())).start()
-    yield server
-    server.stop()
-    bouncer.stop()
+    try:
+        with in_process(server_env(bouncer.url())) as client:
+            yield client
+    finally:
+        bouncer.stop()
 
 
 def query(database: PostgresDatabase, sql: str, *params) -> list[tuple]:
@@ -49,29 +40,19 @@ def query(database: PostgresDatabase, sql: str, *params) -> list[tuple]:
     return rows
 
 
-def in_parallel(server: AppServer, count: int, call) -> list[httpx.Response]:
-    """`call(http, n)` for n in range(count), all at once."""
-    limits = httpx.Limits(max_connections=count)
-    with httpx.Client(base_url=server.url, timeout=20, limits=limits) as http:
-        with ThreadPoolExecutor(count) as pool:
-            return list(pool.map(lambda n: call(http, n), range(count)))
+def test_task_flow_through_pgbouncer(pooled, family):
+    check_task_flow(Api(pooled, new_user(), family))
 
 
-def test_task_flow_through_pgbouncer(pooled_server, family):
-    with httpx.Client(base_url=pooled_server.url, timeout=30) as http:
-        check_task_flow(Api(http, new_user(), family))
-
-
-def test_concurrent_requests_share_the_few_server_connections(pooled_server, database):
+def test_concurrent_requests_share_the_few_server_connections(pooled, database):
     user = new_user()
 
     def create(http, n):
         return Api(http, user, "AB"[n % 2]).create({"title": f"task {n}"})
 
-    responses = in_parallel(pooled_server, PARALLEL, create)
+    responses = in_parallel(pooled, PARALLEL, create)
     assert [r.status_code for r in responses] == [201] * PARALLEL, [r.text for r in responses]
-    with httpx.Client(base_url=pooled_server.url, timeout=30) as http:
-        listed = Api(http, user, "B").list(sort="title").json()
+    listed = Api(pooled, user, "B").list(sort="title").json()
     assert sorted(t["title"] for t in listed) == sorted(f"task {n}" for n in range(PARALLEL))
     server_connections = query(
         database, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -79,7 +60,7 @@ def test_concurrent_requests_share_the_few_server_connections(pooled_server, dat
     assert 1 <= server_connections[0][0] <= SERVER_CONNECTIONS
 
 
-def test_concurrent_first_requests_of_a_new_user(pooled_server, database):
+def test_concurrent_first_requests_of_a_new_user(pooled, database):
     user = new_user()
 
     def first_call(http, n):
@@ -87,7 +68,7 @@ def test_concurrent_first_requests_of_a_new_user(pooled_server, database):
             return http.get("/api/tasks", headers=user.headers)
         return http.post("/api/tasks", json={"title": f"t{n}"}, headers=user.headers)
 
-    responses = in_parallel(pooled_server, PARALLEL, first_call)
+    responses = in_parallel(pooled, PARALLEL, first_call)
     assert sorted({r.status_code for r in responses}) == [200, 201], [r.text for r in responses]
     assert query(database, "SELECT count(*) FROM users WHERE id = %s", user.id) == [(1,)]
     tasks = query(database, "SELECT count(*) FROM tasks WHERE user_id = %s", user.id)

@@ -2,18 +2,15 @@
 with a request id and no trace for the client (SPEC.md: Validation and errors), and every request
 has its log line (SPEC.md: Operations)."""
 
-import importlib
 import logging
-import sys
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-import migrations
 from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware
-from tests.conftest import FRONTEND
+from tests.helpers import FRONTEND, make_app, server_env
 
 
 async def broken_app(scope, receive, send):
@@ -42,14 +39,9 @@ def anyio_backend():
 
 
 @pytest.fixture
-def configured_app(monkeypatch, tmp_path) -> Starlette:
-    """app.py's application, imported afresh for a SQLite file in `tmp_path`."""
-    monkeypatch.setenv("BETTER_AUTH_SECRET", "s" * 48)
-    monkeypatch.setenv("BETTER_AUTH_URL", FRONTEND)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/todo.db")
-    migrations.upgrade(f"sqlite:///{tmp_path}/todo.db")
-    monkeypatch.delitem(sys.modules, "app", raising=False)
-    return importlib.import_module("app").app
+def configured_app(tmp_path) -> Starlette:
+    """app.py's application for a SQLite file in `tmp_path` (not started)."""
+    return make_app(server_env(f"sqlite:///{tmp_path}/todo.db"))
 
 
 @pytest.mark.anyio

@@ -5,9 +5,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import new_user, server_env
+from tests.helpers import server_env
 from tests.pgwire import RoundTripProxy
 from tests.servers import AppServer, run_sql
+from tests.users import new_user
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
-"""Schemathesis (the real tool) proves the running server keeps its published contract.
+"""Schemathesis (the real tool) proves the app keeps its published contract.
 
-It reads `/openapi.json` from a live uvicorn server on PostgreSQL and, with the settings of
-`schemathesis.toml` (the same ones `st run` uses), sends generated requests, valid and invalid,
-to every documented operation, with all of its checks on: no 5xx, only documented statuses,
-content types, headers and bodies, invalid data rejected, valid data accepted, 405 with `Allow`
-for undocumented methods, 401 without the token. The stateful test then runs `st run --phases
-stateful`, which follows the document's links: create a task, then get, update, toggle and
-delete it.
+Its pytest integration reads `/openapi.json` from the app on PostgreSQL, in process, and, with
+the settings of `schemathesis.toml` (the same ones `st run` uses), sends generated requests,
+valid and invalid, to every documented operation, with all of its checks on: no 5xx, only
+documented statuses, content types, headers and bodies, invalid data rejected, valid data
+accepted, 405 with `Allow` for undocumented methods, 401 without the token. The stateful test
+then runs `st run --phases stateful` against a live uvicorn server, which follows the
+document's links: create a task, then get, update, toggle and delete it.
 
 Each route family runs as a user of its own: the two families reach the same tasks, and
 Schemathesis, which cannot know that, would take a task deleted through one family and then
@@ -20,8 +20,9 @@ import sys
 import pytest
 import schemathesis
 
-from tests.conftest import User, new_user
+from tests.helpers import make_app, server_env
 from tests.servers import ROOT
+from tests.users import User, new_user
 
 USER_IN_PATH = r"^/api/\{user_id\}/"  # family B; family A runs with /health and /ready
 
@@ -36,11 +37,13 @@ def api_user(monkeypatch) -> User:
 
 
 @pytest.fixture
-def api_schema(postgres_server, api_user):
-    """The live document as Schemathesis loads it, authenticated as `api_user`, whose id also
-    fills `{user_id}`."""
+def api_schema(postgres_database, api_user):
+    """The document as Schemathesis loads it from the app on PostgreSQL, called in process
+    (Schemathesis' ASGI client, which runs the app's lifespan for the test), authenticated as
+    `api_user`, whose id also fills `{user_id}`."""
     config = schemathesis.Config.from_path(ROOT / "schemathesis.toml")
-    return schemathesis.openapi.from_url(f"{postgres_server.url}/openapi.json", config=config)
+    app = make_app(server_env(postgres_database.url))
+    return schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
 
 
 family_a = schemathesis.pytest.from_fixture("api_schema").exclude(path_regex=USER_IN_PATH)

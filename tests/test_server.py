@@ -12,16 +12,20 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import SECRET, Api, new_user, rows, server_env
 from middleware.slow_clients import HEAD_TIMEOUT_SECONDS
+from tests.helpers import Api, assert_one_clear_line, rows, server_env, wait_for_no_app_connections
 from tests.servers import ROOT, AppServer, free_port, procfile_options
+from tests.users import SECRET, new_user
 from tests.pgwire import RoundTripProxy
 
 
 def start_failure(env: dict[str, str], migrate: bool = True) -> str:
     """Start the server with `env`, expect it to refuse, return what it printed."""
     server = AppServer({**env}, migrate=migrate).start(wait=False)
-    assert server.process.wait(20) != 0
+    try:
+        assert server.process.wait(20) != 0
+    finally:
+        server.stop()
     return server.logs()
 
 
@@ -34,14 +38,6 @@ def test_refuses_to_start_without_a_usable_secret(tmp_path, secret, message):
     output = start_failure(env)
     assert message in output
     assert "Traceback" not in output
-
-
-def assert_one_clear_line(output: str, *words: str) -> None:
-    """A start-up refusal: no traceback, and one line that says all of `words`."""
-    assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if all(word in line for word in words)]
-    assert len(lines) == 1, output
-    assert len(output.splitlines()) <= 6, output
 
 
 @pytest.mark.parametrize("path,words", [
@@ -309,16 +305,6 @@ def test_killed_idle_connections_give_no_error(postgres_server, postgres_databas
                 statuses = list(pool.map(work, range(40)))
             assert set(statuses) <= {200, 201}, statuses
     assert "Traceback" not in server.logs()
-
-
-def wait_for_no_app_connections(database, timeout: float = 10) -> None:
-    """Until the terminated backends have exited (their sockets closed)."""
-    sql = ("SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-           " AND application_name = 'todo-api'")
-    deadline = time.monotonic() + timeout
-    while database._admin(sql, database.name) != [(0,)]:
-        assert time.monotonic() < deadline, "terminated connections did not go away"
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -17,10 +17,9 @@ import migrations
 from handlers.errors import EXCEPTION_HANDLERS
 from schemas.tasks import ListQuery, TaskCreate
 from store import InvalidData, Store
-from tests.conftest import new_user, server_env
-from tests.servers import AppServer, PostgresDatabase, run_sql
-from tests.test_server import wait_for_no_app_connections as wait_until_gone
-from tests.test_validation import assert_problem
+from tests.helpers import assert_problem, in_process, server_env, wait_for_no_app_connections
+from tests.servers import PostgresDatabase, run_sql
+from tests.users import new_user
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +76,7 @@ def test_dead_connection_check_works_past_1024_file_descriptors(postgres_databas
             store.ping()  # a new connection, now pooled, its socket past descriptor 1024
             store.ping()  # its checkout checks that socket
             assert postgres_database.terminate_connections() > 0
-            wait_until_gone(postgres_database)
+            wait_for_no_app_connections(postgres_database)
             store.ping()  # the killed connection is noticed and replaced
         finally:
             store.dispose()
@@ -93,15 +92,15 @@ def test_times_are_utc_whatever_the_session_time_zone(postgres_admin_url):
     answers and on Idempotency-Key replays (rebuilt from row_to_json text in that zone)."""
     database = PostgresDatabase(postgres_admin_url)
     run_sql(postgres_admin_url, f'ALTER DATABASE "{database.name}" SET timezone TO \'Asia/Kolkata\'')
-    server = AppServer(server_env(database.url)).start()
     try:
-        assert run_sql(database.url, "SHOW timezone") == [("Asia/Kolkata",)]
-        user = new_user()
-        body = {"title": "late", "due_date": "2030-01-31T23:00:00Z", "completed": True}
-        keyed = {**user.headers, "Idempotency-Key": f"tz-{uuid.uuid4()}"}
-        created = httpx.post(f"{server.url}/api/tasks", json=body, headers=keyed)
-        replayed = httpx.post(f"{server.url}/api/tasks", json=body, headers=keyed)
-        listed = httpx.get(f"{server.url}/api/tasks", headers=user.headers)
+        with in_process(server_env(database.url)) as client:
+            assert run_sql(database.url, "SHOW timezone") == [("Asia/Kolkata",)]
+            user = new_user()
+            body = {"title": "late", "due_date": "2030-01-31T23:00:00Z", "completed": True}
+            keyed = {**user.headers, "Idempotency-Key": f"tz-{uuid.uuid4()}"}
+            created = client.post("/api/tasks", json=body, headers=keyed)
+            replayed = client.post("/api/tasks", json=body, headers=keyed)
+            listed = client.get("/api/tasks", headers=user.headers)
         assert created.status_code == 201 and replayed.headers["idempotent-replayed"] == "true"
         assert replayed.content == created.content
         task = created.json()
@@ -110,5 +109,4 @@ def test_times_are_utc_whatever_the_session_time_zone(postgres_admin_url):
         for name in ("created_at", "updated_at", "completed_at"):
             assert task[name].endswith("Z"), (name, task[name])
     finally:
-        server.stop()
         database.drop()

@@ -6,8 +6,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import Api, User, make_token, rows
-from tests.test_validation import assert_problem
+from tests.helpers import Api, assert_problem, rows
+from tests.users import User, make_token
 
 TASK_KEYS = {"id", "title", "description", "completed", "due_date", "completed_at", "created_at",
              "updated_at"}
@@ -107,8 +107,6 @@ def test_empty_update_changes_nothing(api):
 
 
 def test_read_only_fields_are_never_applied(api, other, db):
-    from tests.conftest import rows
-
     sneaky = {
         "title": "mine", "id": 999999, "user_id": other.user.id,
         "created_at": "2000-01-01T00:00:00Z", "updated_at": "2000-01-01T00:00:00Z",

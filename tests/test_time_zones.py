@@ -7,11 +7,9 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from tests.conftest import Api, new_user, server_env
+from tests.helpers import Api, bouncer_for, instant, server_env, wait_for_no_app_connections
 from tests.servers import AppServer, PostgresDatabase, run_sql
-from tests.test_fuzz import instant
-from tests.test_pgbouncer import bouncer_for
-from tests.test_server import wait_for_no_app_connections
+from tests.users import new_user
 
 # Each is year 0 or year 10000 in one of the zones below: unreadable for Python's datetime.
 EXTREMES = ["0001-01-01", "0001-01-01T04:56:01Z", "0001-01-01T00:00:00.000001+00:00",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import server_env
+from tests.helpers import server_env
 from tests.servers import ROOT, AppServer, require_node_packages
 
 CLIENT = ROOT / "clients" / "typescript"

@@ -6,21 +6,9 @@ import json
 
 import pytest
 
-from tests.conftest import rows
+from tests.helpers import assert_problem, rows
 
 TOO_BIG = 64 * 1024 + 1
-
-
-def assert_problem(response, status: int, field: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem = response.json()
-    assert problem["status"] == status
-    assert problem["type"] == "about:blank"
-    assert problem["title"] and problem["detail"]
-    if field is not None:
-        assert [e["field"] for e in problem["errors"]] == [field]
-    return problem
 
 
 BAD_CREATE_BODIES = [

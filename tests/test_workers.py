@@ -15,10 +15,9 @@ from sqlalchemy import text
 
 import migrations
 from store import Store
-from tests.conftest import FRONTEND, User, new_user, rows, server_env
+from tests.helpers import FRONTEND, FakeJWKS, engine_for, rows, server_env, wait_for_workers
 from tests.servers import AppServer, run_sql
-from tests.test_auth import FakeJWKS
-from tests.test_migrations import engine_for, wait_for_workers
+from tests.users import User, new_user
 
 WORKERS = 4
 PAGES = 100
