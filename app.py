@@ -1,6 +1,6 @@
 """The Todo API: configuration, routes, middleware, lifespan and error handlers.
 
-Run with `uvicorn app:app`. Configuration comes from environment variables (SPEC.md:
+Run with `uvicorn app:app`. Configuration comes from environment variables (README:
 Configuration); see `.env.example`.
 """
 
@@ -110,7 +110,7 @@ def _origins(env: Mapping[str, str]) -> list[str]:
 
 
 def _verifier(env: Mapping[str, str]) -> Verifier:
-    """HS256 with BETTER_AUTH_SECRET and Better Auth's JWKS (SPEC.md: Authentication)."""
+    """HS256 with BETTER_AUTH_SECRET and Better Auth's JWKS (docs/api.md: Authentication)."""
     secret = env.get("BETTER_AUTH_SECRET") or None
     explicit_jwks = env.get("BETTER_AUTH_JWKS_URL") or None
     if secret is None and explicit_jwks is None:
@@ -234,7 +234,7 @@ def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) 
 
 
 def _configure_logging() -> None:
-    """Root logging at LOG_LEVEL, and one line per request (SPEC.md: Operations): the app's own
+    """Root logging at LOG_LEVEL, and one line per request (docs/api.md: Operations): the app's own
     (middleware/request_log.py, with the request id), so uvicorn's access line, which would
     repeat it, is switched off as `--no-access-log` does (uvicorn configures its loggers before
     it imports the app, and skips access lines when `uvicorn.access` has no handler)."""

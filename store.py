@@ -1,4 +1,4 @@
-"""The database: engine, tables and every query (SPEC.md: Data).
+"""The database: engine, tables and every query (docs/api.md: Data).
 
 Every task query takes the caller's user id and is scoped by it, so no function here can reach
 another user's rows. Statements run in autocommit mode: each is its own transaction, so a request
@@ -439,7 +439,7 @@ class Store:
     @contextmanager
     def acting_for(self, user_id: str, email: str | None, name: str | None,
                    issued_at: float | None = None) -> Iterator[None]:
-        """A block of queries for this user, whose row must exist (SPEC.md: users are created on
+        """A block of queries for this user, whose row must exist (docs/api.md: Users, created on
         the first authenticated call). A user this process has not yet stored with these claims
         is upserted as `ensure_user` does; on PostgreSQL the upsert travels inside the block's
         first statement (a data-modifying CTE) instead of costing a round trip of its own. A

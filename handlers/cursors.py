@@ -1,4 +1,4 @@
-"""Opaque list cursors for keyset pagination (issue #6).
+"""Opaque list cursors for keyset pagination.
 
 A cursor is the previous page's last task's sort value and id, bound to the user and to the
 list's status, sort and order, and signed (itsdangerous), so a tampered cursor, another user's

@@ -1,4 +1,4 @@
-"""Liveness and readiness probes (SPEC.md: Operations); no authentication."""
+"""Liveness and readiness probes (docs/api.md: Operations); no authentication."""
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request

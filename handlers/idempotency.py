@@ -1,5 +1,5 @@
 """Idempotent retries with the `Idempotency-Key` header (IETF draft-ietf-httpapi-idempotency-
-key-header, issue #6).
+key-header).
 
 The first request with a key claims it, runs, and stores its response; a retry with the same
 key and the same request replays that response (`Idempotent-Replayed: true`) instead of doing

@@ -1,4 +1,4 @@
-"""Task endpoints of both route families (SPEC.md: Endpoints).
+"""Task endpoints of both route families (docs/api.md: Endpoints).
 
 Family A `/api/tasks...` acts for the token's user; family B `/api/{user_id}/tasks...` does the
 same after checking the path's user is the token's user (else 403, before any query).
@@ -21,7 +21,7 @@ from schemas.problem import FieldError
 from schemas.tasks import ListQuery, TaskCreate, TaskUpdate, task_etag
 from store import Store, Versions
 
-MAX_BODY_BYTES = 64 * 1024  # SPEC.md: bodies over 64 KiB are 413
+MAX_BODY_BYTES = 64 * 1024  # docs/api.md: Validation, bodies over 64 KiB are 413
 BODY_TIMEOUT_SECONDS = 10  # a declared body must arrive within this (408), however slowly sent
 MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
 MAX_TASK_ID = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: ids a browser reads exactly
@@ -63,7 +63,7 @@ async def _run(request: Request, query: Callable, *args):
 
 def for_path_user(endpoint: Callable) -> Callable:
     """Family B: `endpoint` behind a check that the path's `user_id` is the caller, else 403
-    before anything else is read or queried (SPEC.md: Endpoints)."""
+    before anything else is read or queried (docs/api.md: Endpoints)."""
 
     @functools.wraps(endpoint)
     async def checked(request: Request) -> Response:

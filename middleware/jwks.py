@@ -1,4 +1,4 @@
-"""Better Auth's JWKS: fetched lazily, cached, re-fetched for an unknown `kid` (SPEC.md:
+"""Better Auth's JWKS: fetched lazily, cached, re-fetched for an unknown `kid` (docs/api.md:
 Authentication).
 
 Policy, chosen over PyJWKClient's own cache (whose 30 s cooldown would reject a freshly rotated

@@ -1,4 +1,4 @@
-"""Request id, one log line per request, and the last-resort 500 (SPEC.md: Operations).
+"""Request id, one log line per request, and the last-resort 500 (docs/api.md: Operations).
 
 Pure ASGI, two layers: `RequestLogMiddleware` is the outermost one, so every request has its
 line, CORS preflights that CORSMiddleware answers itself included; `InternalErrorMiddleware` sits

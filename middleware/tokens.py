@@ -1,4 +1,4 @@
-"""Bearer token verification (SPEC.md: Authentication; RFC 8725 JWT best practices).
+"""Bearer token verification (docs/api.md: Authentication; RFC 8725 JWT best practices).
 
 A verifier is an async callable `token -> Caller` that raises InvalidToken or KeysUnavailable.
 The key source is chosen from the algorithm family in the token's header, and each key source
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import jwt
 
 LEEWAY_SECONDS = 30
-USER_ID_CLAIMS = ("sub", "user_id", "userId", "id")  # SPEC.md: first present one wins
+USER_ID_CLAIMS = ("sub", "user_id", "userId", "id")  # docs/api.md: Authentication, the first present wins
 MAX_CLAIM_LENGTH = 255
 VERIFIED_SECONDS = 60  # longest a verified token is trusted without checking it again
 VERIFIED_MAX = 4096  # verified tokens remembered per process

@@ -1,4 +1,4 @@
-"""Bodies of the probes `GET /health` and `GET /ready` (SPEC.md: Operations)."""
+"""Bodies of the probes `GET /health` and `GET /ready` (docs/api.md: Operations)."""
 
 from typing import Literal
 

@@ -1,4 +1,4 @@
-"""RFC 9457 problem details, the body of every error response (SPEC.md: Validation and errors)."""
+"""RFC 9457 problem details, the body of every error response (docs/api.md: Validation, Errors)."""
 
 from http import HTTPStatus
 

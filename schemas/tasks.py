@@ -1,4 +1,4 @@
-"""Task request and response shapes (SPEC.md: Data, Endpoints, Validation and errors)."""
+"""Task request and response shapes (docs/api.md: Data, Endpoints, Validation and errors)."""
 
 from datetime import datetime, timezone
 from typing import Annotated, Literal
@@ -35,14 +35,14 @@ NO_NUL_PATTERN = r"^[^\x00]*$"
 
 
 def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; SPEC.md: "Strings with NUL characters are rejected".
+    # PostgreSQL text cannot hold NUL; docs/api.md: "Strings with NUL characters are rejected".
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
 
 
 def as_utc(value: datetime) -> datetime:
-    """Return `value` in UTC; a naive date-time is taken to be UTC already (SPEC.md: Data).
+    """Return `value` in UTC; a naive date-time is taken to be UTC already (docs/api.md: Data).
 
     Raises ValueError when the conversion leaves the representable range (year 1 to 9999).
     """
@@ -114,7 +114,7 @@ class TaskCreate(BaseModel):
     """Body of POST .../tasks. Strict types: `"true"` is not a bool, `1` is not a string.
 
     Unknown members, including the read-only `id`, `user_id`, `created_at` and `updated_at`,
-    are ignored (SPEC.md: "never applied").
+    are ignored (docs/api.md: "never applied").
     """
 
     model_config = ConfigDict(
@@ -199,7 +199,7 @@ def task_etag(task: dict) -> str:
 
 class ListQuery(BaseModel):
     """Query string of GET .../tasks. `order` defaults per sort: created, updated and completed
-    newest first, title A-Z, due_date soonest first (SPEC.md: Endpoints). `limit` 1-1000
+    newest first, title A-Z, due_date soonest first (docs/api.md: Endpoints). `limit` 1-1000
     (default 1000, so clients that know no pagination see every task of a normal user);
     `cursor` is the opaque position of a next page."""
 

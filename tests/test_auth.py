@@ -1,4 +1,4 @@
-"""Bearer tokens (SPEC.md: Authentication; RFC 6750, RFC 8725) and users created from claims."""
+"""Bearer tokens (docs/api.md: Authentication; RFC 6750, RFC 8725) and users created from claims."""
 
 import base64
 import json
@@ -290,7 +290,7 @@ def test_newest_claims_win_across_workers(two_workers, db):
 
 def test_broken_jwks_is_503_never_500(tmp_path, caplog):
     """Whatever the JWKS endpoint answers, a token whose key cannot be had is 503 with
-    Retry-After (SPEC.md: JWKS unreachable), HS256 tokens keep working, and a repaired JWKS is
+    Retry-After (docs/api.md: Authentication), HS256 tokens keep working, and a repaired JWKS is
     used at once, without a restart."""
     key = Ed25519PrivateKey.generate()
     jwk = {**jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key(), as_dict=True),

@@ -1,4 +1,4 @@
-"""Interop with the real Better Auth (issue #3): JWKS-verified tokens of the `jwt` plugin for
+"""Interop with the real Better Auth: JWKS-verified tokens of the `jwt` plugin for
 every key type, key rotation, JWKS outages, jose-signed HS256 tokens, and confused or forged
 tokens."""
 

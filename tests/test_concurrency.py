@@ -1,5 +1,5 @@
-"""Races: many first requests of one new user, many toggles of one task (SPEC.md: Users,
-issue #2: the toggle is one atomic UPDATE)."""
+"""Races: many first requests of one new user, many toggles of one task (docs/api.md: Users,
+the toggle is one atomic UPDATE)."""
 
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor

@@ -1,4 +1,4 @@
-"""Conditional requests (issue #6, RFC 9110 section 13): strong ETags, If-Match against lost
+"""Conditional requests (RFC 9110 section 13): strong ETags, If-Match against lost
 updates, If-None-Match for cheap re-reads; without the headers nothing changes."""
 
 from concurrent.futures import ThreadPoolExecutor

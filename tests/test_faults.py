@@ -1,4 +1,4 @@
-"""Database faults under a real uvicorn process (issue #4): a backend killed in the middle of a
+"""Database faults under a real uvicorn process: a backend killed in the middle of a
 request, every pooled connection busy, statements that run too long, PostgreSQL stopped and
 started under load, and SIGTERM with requests in flight. Each ends in 503 problem details or in
 success, never in a 500 or a hang, and the service comes back without a restart.

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the app (issue #4) with Hypothesis: no create or update
+"""Property-based fuzzing of the app with Hypothesis: no create or update
 body and no list query gets a 5xx; a rejected request changes nothing; whatever is accepted is
 stored as sent and reads back, alone and in every list order. Bounded: a few hundred requests
 per database."""

@@ -1,4 +1,4 @@
-"""Idempotent retries with Idempotency-Key (issue #6): replay instead of redo, 422 for a reused
+"""Idempotent retries with Idempotency-Key: replay instead of redo, 422 for a reused
 key with another request, 409 while the first is running, keys per user."""
 
 import uuid

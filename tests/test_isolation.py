@@ -1,5 +1,5 @@
 """Tasks are private: another user's task is indistinguishable from a missing one (404), and a
-foreign path user is 403 (SPEC.md: Endpoints)."""
+foreign path user is 403 (docs/api.md: Endpoints)."""
 
 from urllib.parse import quote
 

@@ -1,4 +1,4 @@
-"""Keyset pagination (issue #6): `limit`, opaque `cursor`, `Link: rel="next"` (RFC 8288); no
+"""Keyset pagination: `limit`, opaque `cursor`, `Link: rel="next"` (RFC 8288); no
 task skipped or repeated while tasks are added or deleted between pages, for every sort."""
 
 import random

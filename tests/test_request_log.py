@@ -1,6 +1,6 @@
 """The request log and the last-resort error boundary: an unexpected exception is a 500 problem
-with a request id and no trace for the client (SPEC.md: Validation and errors), and every request
-has its log line (SPEC.md: Operations)."""
+with a request id and no trace for the client (docs/api.md: Validation, Errors), and every request
+has its log line (docs/api.md: Operations)."""
 
 import logging
 
@@ -71,7 +71,7 @@ async def broken_endpoint(request):
 
 
 def test_every_middleware_is_pure_asgi(configured_app):
-    """No BaseHTTPMiddleware (SPEC.md: pure ASGI): it runs the rest of the app in a separate
+    """No BaseHTTPMiddleware (pure ASGI middleware): it runs the rest of the app in a separate
     task behind a re-wrapped response stream, so context does not propagate back and a failure
     or a client disconnect is seen late."""
     from starlette.middleware.base import BaseHTTPMiddleware

@@ -1,4 +1,4 @@
-"""One database round trip per request (issue #7), counted on the wire by tests/pgwire.py, so
+"""One database round trip per request, counted on the wire by tests/pgwire.py, so
 no later change can quietly add one."""
 
 import httpx

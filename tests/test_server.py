@@ -1,5 +1,5 @@
 """The real process: start-up checks, logs, restart persistence, database outages, the smoke
-script (SPEC.md: Configuration, Operations)."""
+script (README: Configuration; docs/api.md: Operations)."""
 
 import os
 import socket

@@ -88,7 +88,7 @@ def test_dead_connection_check_works_past_1024_file_descriptors(postgres_databas
 
 def test_times_are_utc_whatever_the_session_time_zone(postgres_admin_url):
     """PostgreSQL answers timestamptz in the session's TimeZone, which a server, a role or a
-    pooler may set; every time the API sends is still UTC with a `Z` (SPEC.md: Data), on fresh
+    pooler may set; every time the API sends is still UTC with a `Z` (docs/api.md: Data), on fresh
     answers and on Idempotency-Key replays (rebuilt from row_to_json text in that zone)."""
     database = PostgresDatabase(postgres_admin_url)
     run_sql(postgres_admin_url, f'ALTER DATABASE "{database.name}" SET timezone TO \'Asia/Kolkata\'')

@@ -1,4 +1,4 @@
-"""Task endpoints end to end (SPEC.md: Endpoints), both route families, SQLite and PostgreSQL."""
+"""Task endpoints end to end (docs/api.md: Endpoints), both route families, SQLite and PostgreSQL."""
 
 import uuid
 from datetime import datetime

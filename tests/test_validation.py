@@ -1,4 +1,4 @@
-"""Bad input is 400 (or 413/415) with problem details and changes nothing (SPEC.md: Validation
+"""Bad input is 400 (or 413/415) with problem details and changes nothing (docs/api.md: Validation
 and errors)."""
 
 import gzip
@@ -114,7 +114,7 @@ STRING_FIELDS = {"title": "a task", "description": "some words", "due_date": "20
     (b"\xed\xa0\x80", "not valid JSON"),  # a lone surrogate, encoded (CESU-8, not UTF-8)
 ], ids=["NUL", "high surrogate", "low surrogate", "encoded surrogate"])
 def test_nul_and_lone_surrogates_are_400_in_every_string_field(api, field, raw, detail):
-    """PostgreSQL text can hold neither; JSON can carry both (SPEC.md: NUL is rejected)."""
+    """PostgreSQL text can hold neither; JSON can carry both (docs/api.md: Validation)."""
     value = b'"' + raw + b'"'
     create = {**STRING_FIELDS, field: "__value__"}
     headers = {"Content-Type": "application/json"}

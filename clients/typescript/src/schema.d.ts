@@ -271,7 +271,7 @@ export interface components {
          * @description Body of POST .../tasks. Strict types: `"true"` is not a bool, `1` is not a string.
          *
          *     Unknown members, including the read-only `id`, `user_id`, `created_at` and `updated_at`,
-         *     are ignored (SPEC.md: "never applied").
+         *     are ignored (docs/api.md: "never applied").
          * @example {
          *       "description": "2 litres",
          *       "due_date": "2030-01-31",
