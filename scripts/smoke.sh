@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Curl walk-through of every endpoint (README: "Try it"): scripts/smoke.sh BASE_URL TOKEN
+# Curl walk-through of every endpoint (README: Quick start): scripts/smoke.sh BASE_URL TOKEN
 # Exits non-zero at the first unexpected status. Needs curl and python3.
 set -euo pipefail
 base=${1:?usage: scripts/smoke.sh BASE_URL TOKEN}

@@ -42,7 +42,7 @@ def test_concurrent_toggles_lose_no_update(client, family):
 
 
 def test_parallel_updates_of_different_fields_all_survive(client, family):
-    """An update is one `UPDATE ... SET` of only the members sent (README: Update), so parallel
+    """An update is one `UPDATE ... SET` of only the members sent (docs/api.md: Validation), so parallel
     updates of different fields of one task never undo each other."""
     api = Api(client, new_user(), family)
     task = api.new_task()

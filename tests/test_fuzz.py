@@ -79,7 +79,7 @@ WHITE_SPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and c no
 
 
 def assert_stored_as_sent(task: dict, body: dict, before: dict) -> None:
-    """Each member sent is applied as the README says; the others keep `before`'s value."""
+    """Each member sent is applied as docs/api.md says; the others keep `before`'s value."""
     expected = {**before}
     for field in ("title", "description", "completed", "due_date"):
         if field in body:

@@ -1,4 +1,4 @@
-"""A Neon connection string works as given (README: Neon): `postgres://` or `postgresql://` with
+"""A Neon connection string works as given (docs/operations.md: Neon): `postgres://` or `postgresql://` with
 `sslmode=require&channel_binding=require`, against a private cluster that, like Neon, accepts
 only TLS connections authenticated with SCRAM-SHA-256 (channel binding needs both)."""
 

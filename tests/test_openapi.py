@@ -20,7 +20,7 @@ from handlers.openapi import REF, UndocumentedRoute, document
 from schemas.problem import Problem
 from schemas.tasks import TaskCreate, TaskPublic, TaskUpdate
 
-# README.md: Endpoints. Both families, the probes; nothing else is documented.
+# docs/api.md: Endpoints. Both families, the probes; nothing else is documented.
 TASK_OPERATIONS = {
     ("/tasks", "get"), ("/tasks", "post"), ("/tasks/{task_id}", "get"),
     ("/tasks/{task_id}", "put"), ("/tasks/{task_id}", "patch"), ("/tasks/{task_id}", "delete"),

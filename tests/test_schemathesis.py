@@ -62,7 +62,7 @@ def test_api_user_tasks_keep_the_contract(case):
 
 @pytest.mark.parametrize("user_in_path", [False, True], ids=["api-tasks", "api-user-tasks"])
 def test_stateful_links_chain_real_calls(postgres_server, api_user, user_in_path):
-    """`st run --phases stateful` (the CLI, as README.md shows it, with schemathesis.toml) follows
+    """`st run --phases stateful` (the CLI, as docs/testing.md shows it, with schemathesis.toml) follows
     the document's links from a created task to get, update, toggle and delete it. The CLI's
     engine, unlike Hypothesis' plain state machine runner, tolerates a server whose answers
     depend on earlier calls. The server's access log proves the chain reached real tasks: every

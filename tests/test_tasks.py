@@ -163,7 +163,7 @@ def test_sort_by_title_is_case_insensitive_with_ties_on_id(api):
 
 
 def test_sort_by_title_outside_ascii_is_as_documented(api, db):
-    """README: `title` ignores the case of A-Z on both databases; beyond ASCII, PostgreSQL folds
+    """docs/api.md: `title` ignores the case of A-Z on both databases; beyond ASCII, PostgreSQL folds
     case by its database's LC_CTYPE (Unicode-aware under a UTF-8 locale, such as Neon's
     C.UTF-8), SQLite not at all: there "Éclair" and "éclair" are two keys, in code point order."""
     made = {title: api.new_task(title=title)["id"]
