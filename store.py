@@ -1047,9 +1047,13 @@ def _run(connection: Connection, statement, params: dict) -> Fetched:
             cursor.execute(sql, params)
             return Fetched(cursor.fetchall() if cursor.description else [], cursor.rowcount)
     except connection.dialect.loaded_dbapi.Error as error:
-        gone = connection.dialect.is_disconnect(error, dbapi_connection, None)
+        # As SQLAlchemy's own handling does (with `_renew_sessions_of_a_moved_server`): a lost
+        # connection or a session of no further use renews the whole pool.
+        gone = (connection.dialect.is_disconnect(error, dbapi_connection, None)
+                or getattr(error, "pgcode", None) in RENEW_SESSIONS)
         if gone:
             connection.invalidate(error)
+            connection.engine.dispose()
         raise exc.DBAPIError.instance(sql, params, error, connection.dialect.loaded_dbapi.Error,
                                       connection_invalidated=gone) from error
 
