@@ -79,7 +79,8 @@ def stack(postgres_database, tmp_path_factory):
                 started.set()
         started.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     started.wait(90)
     if process.poll() is not None or not any(line.startswith("Todo demo") for line in output):
         process.kill()
@@ -87,6 +88,8 @@ def stack(postgres_database, tmp_path_factory):
     yield Stack(f"http://localhost:{web_port}", f"http://127.0.0.1:{api_port}", output)
     process.send_signal(signal.SIGTERM)
     process.wait(20)
+    reader.join(10)  # it reads to the end of the output, then the pipe can be closed
+    process.stdout.close()
 
 
 @pytest.fixture
@@ -178,6 +181,7 @@ def test_make_demo_serves_both_on_sqlite(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(20)
+        process.stdout.close()
 
 
 def manage_tasks(page, screenshot_name: str) -> None:
