@@ -214,6 +214,9 @@ _PROBLEMS: dict[int, tuple[str, dict[str, Problem], tuple[str, ...]]] = {
     413: (f"The body is larger than {tasks.MAX_BODY_BYTES // 1024} KiB.", {
         "too large": Problem.of(413, f"request body is larger than {tasks.MAX_BODY_BYTES} bytes"),
     }, ()),
+    414: (f"The query string is longer than {tasks.MAX_QUERY_BYTES // 1024} KiB.", {
+        "too long": Problem.of(414, f"query string is longer than {tasks.MAX_QUERY_BYTES} bytes"),
+    }, ()),
     415: ("The body was not sent as `Content-Type: application/json`.", {
         "not JSON": Problem.of(415, "send the body as JSON with Content-Type: application/json"),
     }, ()),
@@ -329,6 +332,8 @@ class _Served:
         statuses += [401, 500, 503]
         if operation.body is not None or operation.query is not None:
             statuses.append(400)
+        if operation.query is not None:
+            statuses.append(414)
         if self.user_in_path:
             statuses.append(403)
         if self.on_task:
