@@ -17,7 +17,7 @@ EXAMPLE_SOURCES := $(filter-out %/next-env.d.ts,$(wildcard $(EXAMPLE)/*.ts $(EXA
 	$(EXAMPLE)/app/*.* $(EXAMPLE)/app/*/*/*/*.ts $(EXAMPLE)/components/* $(EXAMPLE)/lib/*)) \
 	$(wildcard $(CLIENT)/src/*.ts)
 
-.PHONY: run migrate test bench token smoke clean node-packages client demo
+.PHONY: run migrate check test bench token smoke clean node-packages client demo
 
 $(BIN)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -76,7 +76,13 @@ client: $(BIN)/.installed-dev $(CLIENT)/node_modules/.installed
 demo: $(BIN)/.installed .env $(EXAMPLE)/.next/.built
 	scripts/demo.sh
 
-test: $(BIN)/.installed-dev node-packages
+# Lint, formatting and types (settings in pyproject.toml); `make test` runs it first.
+# `ruff format .` rewrites what the format check refuses.
+check: $(BIN)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: check node-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmark against a local PostgreSQL (BENCH_DATABASE_URL; BENCH_QUICK=1 for a one-minute run);

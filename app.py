@@ -16,7 +16,6 @@ import anyio.to_thread
 from jwt import PyJWKClientError
 from sqlalchemy import exc
 from sqlalchemy.engine import make_url
-
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -28,15 +27,20 @@ from handlers import docs, health, openapi, tasks
 from handlers.cursors import Cursors
 from handlers.errors import EXCEPTION_HANDLERS
 from middleware.auth import AuthMiddleware
+from middleware.jwks import JWKSKeys
 from middleware.request_log import (
     InternalErrorMiddleware,
     OneLineFormatter,
     RequestLogMiddleware,
 )
-from middleware.jwks import JWKSKeys
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
 from store import (
-    POOL_OVERFLOW, POOL_SIZE, PURGE_BATCH, SQLITE_DEFAULT, DatabaseUnavailable, Store,
+    POOL_OVERFLOW,
+    POOL_SIZE,
+    PURGE_BATCH,
+    SQLITE_DEFAULT,
+    DatabaseUnavailable,
+    Store,
     normalize_url,
 )
 
@@ -62,17 +66,24 @@ def _startup_error(url: str, reason: str) -> ConfigError:
     if parsed.get_backend_name() == "sqlite":
         path = Path(parsed.database or "").resolve()
         if not path.parent.is_dir():
-            return ConfigError(f"the directory of the SQLite file {path} does not exist: "
-                                "create it, or set DATABASE_URL to a file in a writable directory")
-        return ConfigError(f"cannot use the SQLite file {path} ({reason}): make the file and its "
-                            "directory writable, or set DATABASE_URL to another path")
+            return ConfigError(
+                f"the directory of the SQLite file {path} does not exist: "
+                "create it, or set DATABASE_URL to a file in a writable directory"
+            )
+        return ConfigError(
+            f"cannot use the SQLite file {path} ({reason}): make the file and its "
+            "directory writable, or set DATABASE_URL to another path"
+        )
     where = f"{parsed.host}:{parsed.port or 5432}/{parsed.database}"
     if "statement timeout" in reason:
         return ConfigError(
             f"a statement on {where} was cancelled by the role's statement_timeout ({reason}): "
-            f"raise it, e.g. ALTER ROLE {parsed.username} SET statement_timeout = '10s'")
-    return ConfigError(f"cannot use the database at {where} ({reason}): check DATABASE_URL "
-                        "and that the database is running and accepts connections")
+            f"raise it, e.g. ALTER ROLE {parsed.username} SET statement_timeout = '10s'"
+        )
+    return ConfigError(
+        f"cannot use the database at {where} ({reason}): check DATABASE_URL "
+        "and that the database is running and accepts connections"
+    )
 
 
 def task_routes(prefix: str, wrap=lambda endpoint: endpoint) -> list[Route]:
@@ -207,12 +218,21 @@ def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) 
             allow_credentials=True,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=[
-                "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "Idempotency-Key",
                 "X-Request-ID",
             ],
             expose_headers=[
-                "ETag", "Idempotent-Replayed", "Link", "Location", "Retry-After",
-                "WWW-Authenticate", "X-Request-ID",
+                "ETag",
+                "Idempotent-Replayed",
+                "Link",
+                "Location",
+                "Retry-After",
+                "WWW-Authenticate",
+                "X-Request-ID",
             ],
             max_age=600,
         ),
@@ -240,7 +260,9 @@ def _configure_logging() -> None:
     it imports the app, and skips access lines when `uvicorn.access` has no handler)."""
     level = os.getenv("LOG_LEVEL", "INFO").upper()
     if not isinstance(logging.getLevelName(level), int):
-        raise ConfigError(f"LOG_LEVEL {level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
+        raise ConfigError(
+            f"LOG_LEVEL {level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)"
+        )
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])

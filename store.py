@@ -40,8 +40,7 @@ from sqlalchemy import (
     text,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql import aggregate_order_by, insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
@@ -147,7 +146,9 @@ class Task(SQLModel, table=True):
         # sort=completed runs newest first with never-completed tasks last (DESC NULLS LAST),
         # which a backward scan of an ascending index cannot give; SQLite cannot index it.
         Index(
-            "ix_tasks_user_completed", "user_id", column("completed_at").desc().nulls_last(),
+            "ix_tasks_user_completed",
+            "user_id",
+            column("completed_at").desc().nulls_last(),
             column("id").desc(),
         ).ddl_if(dialect="postgresql"),
         Index("ix_tasks_user_due", "user_id", "due_date", "id"),
@@ -157,8 +158,10 @@ class Task(SQLModel, table=True):
 
     # 64-bit (SQLite's INTEGER PRIMARY KEY already is: the rowid, which AUTOINCREMENT needs
     # spelled INTEGER); the API hands out at most 2^53 - 1 (migrations/versions/0006).
-    id: int | None = Field(default=None, sa_column=Column(
-        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True))
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    )
     user_id: str = Field(foreign_key="users.id")  # indexed first in every ix_tasks_user_*
     title: str = Field(max_length=200)
     description: str | None = Field(default=None, max_length=1000)
@@ -213,9 +216,12 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, pool_timeout: float = POOL_TIMEOUT,
-                connect_timeout: int = CONNECT_TIMEOUT,
-                statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> Engine:
+def make_engine(
+    url: str,
+    pool_timeout: float = POOL_TIMEOUT,
+    connect_timeout: int = CONNECT_TIMEOUT,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+) -> Engine:
     """An autocommit engine for `url` (SQLite file or PostgreSQL) with bounded waits: at most
     `pool_timeout` seconds for a pooled connection (on SQLite: for the write lock),
     `connect_timeout` seconds (whole, libpq's unit) to open one, `statement_timeout_ms`
@@ -353,9 +359,15 @@ class Store:
     are `make_engine`'s; the defaults are the deployed ones.
     """
 
-    def __init__(self, url: str = SQLITE_DEFAULT, json_by_database: bool = True, *,
-                 pool_timeout: float = POOL_TIMEOUT, connect_timeout: int = CONNECT_TIMEOUT,
-                 statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        url: str = SQLITE_DEFAULT,
+        json_by_database: bool = True,
+        *,
+        pool_timeout: float = POOL_TIMEOUT,
+        connect_timeout: int = CONNECT_TIMEOUT,
+        statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    ) -> None:
         """A store over the database at `url`. Task JSON is rendered by PostgreSQL, in Python
         on SQLite, and also on PostgreSQL with `json_by_database=False` (tests compare the two:
         the same bytes). The timeouts are `make_engine`'s (seconds, and milliseconds for
@@ -394,13 +406,16 @@ class Store:
         """The secret `name` kept in the database (app_secrets): the first process to ask
         stores a new random one (32 bytes, URL-safe text), race-free (INSERT ... ON CONFLICT DO
         NOTHING); every worker, instance and restart then reads the same value."""
-        statement = self._insert(AppSecret).values(
-            name=name, value=secrets.token_urlsafe(32), created_at=_now()
-        ).on_conflict_do_nothing(index_elements=[AppSecret.name])
+        statement = (
+            self._insert(AppSecret)
+            .values(name=name, value=secrets.token_urlsafe(32), created_at=_now())
+            .on_conflict_do_nothing(index_elements=[AppSecret.name])
+        )
         with self._connect() as connection:
             connection.execute(statement)
             return connection.execute(
-                select(AppSecret.value).where(AppSecret.name == name)).scalar_one()
+                select(AppSecret.value).where(AppSecret.name == name)
+            ).scalar_one()
 
     def ping(self) -> None:
         """One trivial query; raises DatabaseUnavailable if the database does not answer or,
@@ -410,8 +425,12 @@ class Store:
             if self.engine.dialect.name != "postgresql":
                 connection.exec_driver_sql("SELECT 1")
                 return
-            read_only = connection.exec_driver_sql(
-                "SELECT current_setting('transaction_read_only')").scalar() == "on"
+            read_only = (
+                connection.exec_driver_sql(
+                    "SELECT current_setting('transaction_read_only')"
+                ).scalar()
+                == "on"
+            )
         if read_only:
             self.engine.dispose()
             raise DatabaseUnavailable("the database is read-only")
@@ -422,8 +441,9 @@ class Store:
 
     # users
 
-    def ensure_user(self, user_id: str, email: str | None, name: str | None,
-                    issued_at: float | None = None) -> None:
+    def ensure_user(
+        self, user_id: str, email: str | None, name: str | None, issued_at: float | None = None
+    ) -> None:
         """Create the user or refresh its email and name, race-free (INSERT ... ON CONFLICT).
 
         Skipped when this process already stored the same claims. If another user already holds
@@ -437,8 +457,9 @@ class Store:
                 self._store_user(connection, user_id, email, name, issued_at)
 
     @contextmanager
-    def acting_for(self, user_id: str, email: str | None, name: str | None,
-                   issued_at: float | None = None) -> Iterator[None]:
+    def acting_for(
+        self, user_id: str, email: str | None, name: str | None, issued_at: float | None = None
+    ) -> Iterator[None]:
         """A block of queries for this user, whose row must exist (docs/api.md: Users, created on
         the first authenticated call). A user this process has not yet stored with these claims
         is upserted as `ensure_user` does; on PostgreSQL the upsert travels inside the block's
@@ -479,15 +500,25 @@ class Store:
         self._remember(*claims[:3])
         return result
 
-    def _store_user(self, connection: Connection, user_id: str, email: str | None,
-                    name: str | None, issued_at: float | None = None) -> None:
+    def _store_user(
+        self,
+        connection: Connection,
+        user_id: str,
+        email: str | None,
+        name: str | None,
+        issued_at: float | None = None,
+    ) -> None:
         try:
-            connection.execute(_user_upsert(self._insert, True),
-                               _user_params(user_id, email, name, issued_at, True))
+            connection.execute(
+                _user_upsert(self._insert, True),
+                _user_params(user_id, email, name, issued_at, True),
+            )
         except exc.IntegrityError:
             log.warning("email of user %s is held by another user; stored without it", user_id)
-            connection.execute(_user_upsert(self._insert, False),
-                               _user_params(user_id, email, name, issued_at, False))
+            connection.execute(
+                _user_upsert(self._insert, False),
+                _user_params(user_id, email, name, issued_at, False),
+            )
             email = None  # remembered as stored: the next request tries the email again
         self._remember(user_id, email, name)
 
@@ -518,14 +549,20 @@ class Store:
         )
         retake = or_(
             IdempotencyKey.created_at < now - IDEMPOTENCY_TTL,
-            and_(IdempotencyKey.status.is_(None),
-                 IdempotencyKey.created_at < now - IDEMPOTENCY_ABANDONED),
+            and_(
+                IdempotencyKey.status.is_(None),
+                IdempotencyKey.created_at < now - IDEMPOTENCY_ABANDONED,
+            ),
         )
         fresh = claim.excluded
         claim = claim.on_conflict_do_update(
             index_elements=[IdempotencyKey.user_id, IdempotencyKey.key],
-            set_={"fingerprint": fresh.fingerprint, "created_at": fresh.created_at,
-                  "status": None, "response": None},
+            set_={
+                "fingerprint": fresh.fingerprint,
+                "created_at": fresh.created_at,
+                "status": None,
+                "response": None,
+            },
             where=retake,
         ).returning(IdempotencyKey.key)
         stored = select(
@@ -543,7 +580,8 @@ class Store:
     def release_key(self, user_id: str, key: str) -> None:
         """Forget an unfinished claim (its request failed), so a retry can run again."""
         statement = delete(IdempotencyKey).where(
-            IdempotencyKey.user_id == user_id, IdempotencyKey.key == key,
+            IdempotencyKey.user_id == user_id,
+            IdempotencyKey.key == key,
             IdempotencyKey.status.is_(None),
         )
         with self._connect() as connection:
@@ -611,8 +649,11 @@ class Store:
         """Insert a task for the user and return it as `get_task` does (INSERT ... RETURNING);
         with `key`, a claimed Idempotency-Key, the task is also stored as the key's response."""
         now = _now()
-        values = {"user_id": user_id, "completed_at": now if data.completed else None,
-                  **data.model_dump()}
+        values = {
+            "user_id": user_id,
+            "completed_at": now if data.completed else None,
+            **data.model_dump(),
+        }
         params = {"now": now, **{f"new_{name}": value for name, value in values.items()}}
         return self._write(user_id, _insert_statement(self._columns), params, key, 201)
 
@@ -680,8 +721,9 @@ class Store:
             raise VersionMismatch(task)
         return task
 
-    def _write(self, user_id: str, statement, params: dict, key: str | None, status: int
-               ) -> dict | None:
+    def _write(
+        self, user_id: str, statement, params: dict, key: str | None, status: int
+    ) -> dict | None:
         """Run a task INSERT or UPDATE ... RETURNING and return its answer (`_answer`); with
         `key`, also record the answer as that Idempotency-Key's response: on PostgreSQL in the
         same statement (a data-modifying CTE, so still one round trip), else right after it."""
@@ -716,8 +758,10 @@ def _record_response(response):
     `idempotency_key` of user `key_owner`."""
     return (
         update(IdempotencyKey)
-        .where(IdempotencyKey.user_id == bindparam("key_owner"),
-               IdempotencyKey.key == bindparam("idempotency_key"))
+        .where(
+            IdempotencyKey.user_id == bindparam("key_owner"),
+            IdempotencyKey.key == bindparam("idempotency_key"),
+        )
         .values(status=bindparam("key_status"), response=response)
     )
 
@@ -811,8 +855,7 @@ def _insert_statement(columns: tuple):
 
 
 @functools.cache
-def _update_statement(sent: frozenset, completing: bool | None, conditional: bool,
-                      columns: tuple):
+def _update_statement(sent: frozenset, completing: bool | None, conditional: bool, columns: tuple):
     """UPDATE of the columns a client `sent` (parameters `new_<column>`), `updated_at` to
     `now` and `version` + 1, returning `columns`. `completed_at` follows `completing` (the
     `completed` sent): set when the task becomes completed, kept while it stays so, cleared
@@ -828,8 +871,10 @@ def _update_statement(sent: frozenset, completing: bool | None, conditional: boo
 @functools.cache
 def _toggle_statement(conditional: bool, columns: tuple):
     """UPDATE flipping `completed` in the database, so concurrent toggles all count."""
-    values = {"completed": not_(Task.completed),
-              "completed_at": case((Task.completed, None), else_=_NOW)}
+    values = {
+        "completed": not_(Task.completed),
+        "completed_at": case((Task.completed, None), else_=_NOW),
+    }
     return _changing(values, conditional, columns)
 
 
@@ -873,8 +918,9 @@ def _order(sort: str, descending: bool) -> tuple:
     return first, direction(Task.id)
 
 
-def _list_shape(user_id: str, query: ListQuery, after: tuple[object, int] | None
-                ) -> tuple[tuple, dict]:
+def _list_shape(
+    user_id: str, query: ListQuery, after: tuple[object, int] | None
+) -> tuple[tuple, dict]:
     """(shape, parameters) of a list query (`_list_statement`, `_list_json_statement`)."""
     position = None if after is None else "tail" if after[0] is None else "value"
     params = {"user_id": user_id, "limit": query.limit + 1, "page_size": query.limit}
@@ -903,12 +949,19 @@ def _after(key, nullable: bool, descending: bool, in_tail: bool):
 # cost 1.3-1.9 ms of CPU in process against 0.2-0.3 ms for a known user's (an empty list): the
 # statement, its cache key and its compilation were new every time. Now 0.25-0.45 ms.
 
-def _user_params(user_id: str, email: str | None, name: str | None, issued_at: float | None,
-                 with_email: bool) -> dict:
+
+def _user_params(
+    user_id: str, email: str | None, name: str | None, issued_at: float | None, with_email: bool
+) -> dict:
     """Parameters of `_user_upsert` (`issued_at`: the claims' `iat`, seconds since the epoch);
     without `with_email` the user is stored without an email."""
-    return {"caller_id": user_id, "caller_email": email if with_email else None,
-            "caller_name": name, "caller_since": _now(), "caller_issued_at": issued_at}
+    return {
+        "caller_id": user_id,
+        "caller_email": email if with_email else None,
+        "caller_name": name,
+        "caller_since": _now(),
+        "caller_issued_at": issued_at,
+    }
 
 
 @functools.cache
@@ -919,8 +972,10 @@ def _user_upsert(insert, with_email: bool):
     NULL compares as unknown)."""
     issued_at = User.__table__.c.claims_issued_at
     statement = insert(User).values(
-        id=bindparam("caller_id"), email=bindparam("caller_email"),
-        name=bindparam("caller_name"), created_at=bindparam("caller_since", type_=UTCTimestamp()),
+        id=bindparam("caller_id"),
+        email=bindparam("caller_email"),
+        name=bindparam("caller_name"),
+        created_at=bindparam("caller_since", type_=UTCTimestamp()),
         claims_issued_at=bindparam("caller_issued_at", type_=issued_at.type),
     )
     fresh = statement.excluded
@@ -949,6 +1004,7 @@ def _with_user_upsert(statement, insert):
 # PostgreSQL's to_json and pydantic-core (serde_json) both escape them (", \, control characters
 # as \b \f \n \r \t or \u00XX, everything else as UTF-8); tests/test_rendering.py proves it.
 
+
 def _sql_string(value: str):
     """A constant string written into the SQL text (not a bound parameter)."""
     return literal_column("'" + value.replace("'", "''") + "'", Text)
@@ -971,8 +1027,10 @@ def _task_json(columns):
         if isinstance(Task.__table__.c[name].type, UTCTimestamp):
             value = _utc_text(value)
         member = ("{" if number == 0 else ",") + json.dumps(name) + ":"
-        parts += [_sql_string(member),
-                  func.coalesce(cast(func.to_json(value), Text), _sql_string("null"))]
+        parts += [
+            _sql_string(member),
+            func.coalesce(cast(func.to_json(value), Text), _sql_string("null")),
+        ]
     return func.concat(*parts, _sql_string("}"))
 
 
@@ -993,13 +1051,17 @@ def _list_json_statement(status: str, sort: str, descending: bool, position: str
     value = cursor_column
     if isinstance(cursor_column.type, UTCTimestamp):
         value = _utc_text(cursor_column)
-    rows = _list_statement(status, sort, descending, position).with_only_columns(
-        Task.id,
-        value.label("sort_value"),
-        _task_json(Task.__table__.c).label("body"),
-        func.concat(Task.id, _sql_string("-"), Task.version).label("version"),
-        func.row_number().over(order_by=_order(sort, descending)).label("n"),
-    ).subquery("page")
+    rows = (
+        _list_statement(status, sort, descending, position)
+        .with_only_columns(
+            Task.id,
+            value.label("sort_value"),
+            _task_json(Task.__table__.c).label("body"),
+            func.concat(Task.id, _sql_string("-"), Task.version).label("version"),
+            func.row_number().over(order_by=_order(sort, descending)).label("n"),
+        )
+        .subquery("page")
+    )
     page_size = bindparam("page_size", type_=Integer())
     shown, last = rows.c.n <= page_size, rows.c.n == page_size
     tasks = func.string_agg(rows.c.body, aggregate_order_by(_sql_string(","), rows.c.n))
@@ -1049,13 +1111,16 @@ def _run(connection: Connection, statement, params: dict) -> Fetched:
     except connection.dialect.loaded_dbapi.Error as error:
         # As SQLAlchemy's own handling does (with `_renew_sessions_of_a_moved_server`): a lost
         # connection or a session of no further use renews the whole pool.
-        gone = (connection.dialect.is_disconnect(error, dbapi_connection, None)
-                or getattr(error, "pgcode", None) in RENEW_SESSIONS)
+        gone = (
+            connection.dialect.is_disconnect(error, dbapi_connection, None)
+            or getattr(error, "pgcode", None) in RENEW_SESSIONS
+        )
         if gone:
             connection.invalidate(error)
             connection.engine.dispose()
-        raise exc.DBAPIError.instance(sql, params, error, connection.dialect.loaded_dbapi.Error,
-                                      connection_invalidated=gone) from error
+        raise exc.DBAPIError.instance(
+            sql, params, error, connection.dialect.loaded_dbapi.Error, connection_invalidated=gone
+        ) from error
 
 
 @functools.cache

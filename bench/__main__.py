@@ -13,7 +13,6 @@ from bench import latency, machine, memory, pages, report, roundtrips, scale, th
 from bench.config import NEEDS_WRK, Settings
 from tests.servers import PostgresDatabase
 
-
 FAILED = "section failed (traceback on stderr)"
 
 
@@ -41,8 +40,11 @@ def run(settings: Settings) -> list[report.Section]:
                 sections.append(runners[name](database.url))
             except Exception as error:  # one broken part must not lose the others' figures
                 traceback.print_exc()
-                sections.append(report.Section(rows=[
-                    report.Row(name, FAILED, repr(error)[:200], "runs", False)]))
+                sections.append(
+                    report.Section(
+                        rows=[report.Row(name, FAILED, repr(error)[:200], "runs", False)]
+                    )
+                )
             _progress(f"{name} done in {time.monotonic() - started:.0f} s")
     finally:
         database.drop()
@@ -65,17 +67,25 @@ def main() -> int:
     if str(settings.output) != "-":
         previous = settings.output.read_text() if settings.output.exists() else None
         settings.output.parent.mkdir(parents=True, exist_ok=True)
-        settings.output.write_text(report.document(
-            when, facts, _parameters(settings, time.monotonic() - started), sections, previous))
+        settings.output.write_text(
+            report.document(
+                when, facts, _parameters(settings, time.monotonic() - started), sections, previous
+            )
+        )
         _progress(f"wrote {settings.output}")
     return 1 if any(row.case == FAILED for row in rows) else 0  # a missed target is not a failure
 
 
 def _parameters(settings: Settings, seconds: float) -> str:
-    shown = {name: value for name, value in vars(settings).items()
-             if name not in ("database_url", "output")}
-    listed = ", ".join(f"{name}={','.join(value) if isinstance(value, tuple) else value}"
-                       for name, value in shown.items())
+    shown = {
+        name: value
+        for name, value in vars(settings).items()
+        if name not in ("database_url", "output")
+    }
+    listed = ", ".join(
+        f"{name}={','.join(value) if isinstance(value, tuple) else value}"
+        for name, value in shown.items()
+    )
     return f"{listed}; whole run {seconds / 60:.1f} min"
 
 

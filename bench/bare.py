@@ -113,8 +113,11 @@ def _loop(seconds: float, threads: int) -> dict:
         worker.start()
     for worker in workers:
         worker.join()
-    return {"queries": sum(counts), "seconds": time.monotonic() - started,
-            "cpu_seconds": time.process_time() - cpu}
+    return {
+        "queries": sum(counts),
+        "seconds": time.monotonic() - started,
+        "cpu_seconds": time.process_time() - cpu,
+    }
 
 
 if __name__ == "__main__":

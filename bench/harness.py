@@ -31,13 +31,19 @@ def user(user_id: str | None = None) -> User:
 
 def app_env(database_url: str, log_level: str = "INFO", **extra: str) -> dict[str, str]:
     """The app's environment for `database_url` (per-request INFO log lines by default)."""
-    return {"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET,
-            "BETTER_AUTH_URL": "http://localhost:3000", "LOG_LEVEL": log_level, **extra}
+    return {
+        "DATABASE_URL": database_url,
+        "BETTER_AUTH_SECRET": SECRET,
+        "BETTER_AUTH_URL": "http://localhost:3000",
+        "LOG_LEVEL": log_level,
+        **extra,
+    }
 
 
 @contextmanager
-def serving(env: dict[str, str], app: str = "app:app",
-            args: Sequence[str] = ()) -> Iterator[AppServer]:
+def serving(
+    env: dict[str, str], app: str = "app:app", args: Sequence[str] = ()
+) -> Iterator[AppServer]:
     """A running uvicorn server of `app`; stopped, and its log file removed, afterwards."""
     server = AppServer(env, app=app, args=args)
     try:
@@ -59,14 +65,16 @@ def proxied(database_url: str, delay: float = 0.0) -> Iterator[tuple[str, RoundT
         proxy.close()
 
 
-def create_tasks(client: httpx.Client, owner: User, count: int,
-                 prefix: str = "/api") -> list[dict]:
+def create_tasks(client: httpx.Client, owner: User, count: int, prefix: str = "/api") -> list[dict]:
     """`count` tasks created through the API (varied titles, due dates, every third done)."""
     tasks = []
     for number in range(count):
-        body = {"title": f"Task {number:04d} {uuid.uuid4().hex[:8]}", "description": "bench",
-                "due_date": f"2030-01-{1 + number % 28:02d}" if number % 2 else None,
-                "completed": number % 3 == 0}
+        body = {
+            "title": f"Task {number:04d} {uuid.uuid4().hex[:8]}",
+            "description": "bench",
+            "due_date": f"2030-01-{1 + number % 28:02d}" if number % 2 else None,
+            "completed": number % 3 == 0,
+        }
         response = client.post(f"{prefix}/tasks", json=body, headers=owner.headers)
         response.raise_for_status()
         tasks.append(response.json())
@@ -74,6 +82,7 @@ def create_tasks(client: httpx.Client, owner: User, count: int,
 
 
 # process figures (Linux /proc)
+
 
 def rss_kib(pid: int) -> int:
     """Resident memory of `pid` in KiB (VmRSS of /proc/PID/status)."""
@@ -116,11 +125,13 @@ def database_sessions(database_url: str) -> int:
     """Connections ever opened to the database of `database_url` (pg_stat_database.sessions,
     PostgreSQL 14+), read through that same URL (so it counts one more each call)."""
     name = make_url(database_url).database
-    return run_sql(database_url, "SELECT sessions FROM pg_stat_database WHERE datname = %s",
-                   (name,))[0][0]
+    return run_sql(
+        database_url, "SELECT sessions FROM pg_stat_database WHERE datname = %s", (name,)
+    )[0][0]
 
 
 # statistics
+
 
 def median_ms(samples: Sequence[float]) -> float:
     """Median of `samples` (seconds) in milliseconds."""

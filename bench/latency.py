@@ -36,8 +36,9 @@ class Endpoints:
     """The endpoints of one route family, each a call that makes one timed request. `reader`
     owns the listed tasks; `writer` owns task `task_id` and the tasks `create` adds."""
 
-    def __init__(self, http: httpx.Client, family: str, reader: User,
-                 writer: User, task_id: int) -> None:
+    def __init__(
+        self, http: httpx.Client, family: str, reader: User, writer: User, task_id: int
+    ) -> None:
         def base(owner: User) -> str:
             return "/api/tasks" if family == "A" else f"/api/{owner.id}/tasks"
 
@@ -54,18 +55,38 @@ class Endpoints:
         """(label, expected status, call, whether the latency target applies)."""
         http, label, task = self.http, self.label, self.task
         return [
-            (f"GET {label} ({self.listed} tasks)", 200,
-             lambda: http.get(self.read_base, headers=self.reader), True),
-            (f"GET {label}?limit=10&cursor=", 200,
-             lambda: http.get(self.next_page, headers=self.reader), True),
+            (
+                f"GET {label} ({self.listed} tasks)",
+                200,
+                lambda: http.get(self.read_base, headers=self.reader),
+                True,
+            ),
+            (
+                f"GET {label}?limit=10&cursor=",
+                200,
+                lambda: http.get(self.next_page, headers=self.reader),
+                True,
+            ),
             (f"GET {label}/{{id}}", 200, lambda: http.get(task, headers=self.writer), True),
             (f"POST {label}", 201, self._create, True),
-            (f"PUT {label}/{{id}}", 200,
-             lambda: http.put(task, json={"title": "put"}, headers=self.writer), True),
-            (f"PATCH {label}/{{id}}", 200,
-             lambda: http.patch(task, json={"description": "patch"}, headers=self.writer), True),
-            (f"PATCH {label}/{{id}}/complete", 200,
-             lambda: http.patch(f"{task}/complete", headers=self.writer), True),
+            (
+                f"PUT {label}/{{id}}",
+                200,
+                lambda: http.put(task, json={"title": "put"}, headers=self.writer),
+                True,
+            ),
+            (
+                f"PATCH {label}/{{id}}",
+                200,
+                lambda: http.patch(task, json={"description": "patch"}, headers=self.writer),
+                True,
+            ),
+            (
+                f"PATCH {label}/{{id}}/complete",
+                200,
+                lambda: http.patch(f"{task}/complete", headers=self.writer),
+                True,
+            ),
             (f"DELETE {label}/{{id}}", 204, self._delete, True),
             (f"POST {label}, Idempotency-Key", 201, self._create_idempotent, False),
         ]
@@ -98,17 +119,20 @@ def measure(database_url: str, settings: Settings) -> Section:
     results: dict[tuple[str, float], Samples] = {}
     applies: dict[str, bool] = {}
     load_average = os.getloadavg()[0]
-    with harness.proxied(database_url) as (url, proxy), \
-            harness.serving(harness.app_env(url)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as http:
+    with (
+        harness.proxied(database_url) as (url, proxy),
+        harness.serving(harness.app_env(url)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
         reader, writer = harness.user(), harness.user()
         harness.create_tasks(http, reader, settings.list_tasks)
         task_id = harness.create_tasks(http, writer, 1)[0]["id"]
         families = [Endpoints(http, family, reader, writer, task_id) for family in "AB"]
         # the throughput baseline through the same proxy: what any app pays at this distance
         baseline_env = harness.app_env(url, BENCH_USER_ID=reader.id)
-        with harness.serving(baseline_env, app="bench.baseline:app",
-                             args=("--no-access-log",)) as baseline:
+        with harness.serving(
+            baseline_env, app="bench.baseline:app", args=("--no-access-log",)
+        ) as baseline:
             bare = f"baseline app (bench/baseline.py): GET /api/tasks ({families[0].listed} tasks)"
             applies[bare] = False
             for added, count in runs:
@@ -125,29 +149,34 @@ def measure(database_url: str, settings: Settings) -> Section:
         proxy.delay = delay
         alone = _database_alone(database_url, url, {"id": task_id, "user": writer.id}, settings)
     labels = [label for label in applies if not label.startswith("baseline")] + [bare]
-    rows = [_row(label, results[(label, 0.0)], results[(label, delay)], applies[label], settings)
-            for label in labels] + alone
-    return Section(rows=rows, details=[
-        f"Latency: {settings.latency_requests} sequential requests per endpoint at 0 ms and "
-        f"{settings.latency_requests_delayed} at {settings.delay_ms:g} ms of added round-trip time "
-        f"(`RoundTripProxy(delay={delay:g})` between the app and PostgreSQL; the 0 ms runs go "
-        "through the same proxy without delay), from one keep-alive httpx client, after "
-        f"{WARMUP} untimed requests each. Times are client-side: send to full response. "
-        "The lists read a user with "
-        f"{settings.list_tasks} tasks (`GET .../tasks` returns all of them; the cursor page is "
-        "the second page of `limit=10`). The Idempotency-Key row has no latency target: it "
-        "costs the round trips counted above. The *database alone* rows run the app's kind "
-        "of read and write statement on a bare psycopg2 connection (no app), straight to "
-        "PostgreSQL and through the proxy; the write includes its commit (synchronous_commit="
-        f"{_setting(database_url, 'synchronous_commit')}, wal_sync_method="
-        f"{_setting(database_url, 'wal_sync_method')}). Through the proxy they show the "
-        "round-trip time the endpoints really paid, sleep overshoot and this machine's "
-        "scheduling included. The baseline app row is bench/baseline.py (no auth, validation "
-        "or logging) behind the same proxy, sampled just before the endpoints of each phase: "
-        "an endpoint's p50 less the baseline's is what our app adds at that distance. "
-        "The load average before the run was "
-        f"{load_average:.1f}."
-    ])
+    rows = [
+        _row(label, results[(label, 0.0)], results[(label, delay)], applies[label], settings)
+        for label in labels
+    ] + alone
+    return Section(
+        rows=rows,
+        details=[
+            f"Latency: {settings.latency_requests} sequential requests per endpoint at 0 ms and "
+            f"{settings.latency_requests_delayed} at {settings.delay_ms:g} ms of added round-trip "
+            f"time (`RoundTripProxy(delay={delay:g})` between the app and PostgreSQL; the 0 ms "
+            "runs go through the same proxy without delay), from one keep-alive httpx client, "
+            f"after {WARMUP} untimed requests each. Times are client-side: send to full response. "
+            "The lists read a user with "
+            f"{settings.list_tasks} tasks (`GET .../tasks` returns all of them; the cursor page is "
+            "the second page of `limit=10`). The Idempotency-Key row has no latency target: it "
+            "costs the round trips counted above. The *database alone* rows run the app's kind "
+            "of read and write statement on a bare psycopg2 connection (no app), straight to "
+            "PostgreSQL and through the proxy; the write includes its commit (synchronous_commit="
+            f"{_setting(database_url, 'synchronous_commit')}, wal_sync_method="
+            f"{_setting(database_url, 'wal_sync_method')}). Through the proxy they show the "
+            "round-trip time the endpoints really paid, sleep overshoot and this machine's "
+            "scheduling included. The baseline app row is bench/baseline.py (no auth, validation "
+            "or logging) behind the same proxy, sampled just before the endpoints of each phase: "
+            "an endpoint's p50 less the baseline's is what our app adds at that distance. "
+            "The load average before the run was "
+            f"{load_average:.1f}."
+        ],
+    )
 
 
 def _row(label: str, fast: Samples, far: Samples, applies: bool, settings: Settings) -> Row:
@@ -163,8 +192,10 @@ def _row(label: str, fast: Samples, far: Samples, applies: bool, settings: Setti
 
 
 def _pair(samples: Samples) -> str:
-    return (f"p50 {harness.median_ms(samples.seconds):.1f} · "
-            f"p95 {harness.p95_ms(samples.seconds):.1f} ms")
+    return (
+        f"p50 {harness.median_ms(samples.seconds):.1f} · "
+        f"p95 {harness.p95_ms(samples.seconds):.1f} ms"
+    )
 
 
 def _setting(database_url: str, name: str) -> str:
@@ -172,8 +203,10 @@ def _setting(database_url: str, name: str) -> str:
 
 
 READ = "SELECT * FROM tasks WHERE id = %(id)s AND user_id = %(user)s"
-WRITE = ("UPDATE tasks SET title = 'db', version = version + 1 "
-         "WHERE id = %(id)s AND user_id = %(user)s RETURNING *")
+WRITE = (
+    "UPDATE tasks SET title = 'db', version = version + 1 "
+    "WHERE id = %(id)s AND user_id = %(user)s RETURNING *"
+)
 
 
 def _statement_samples(url: str, statement: str, parameters: dict, count: int) -> Samples:
@@ -193,17 +226,25 @@ def _statement_samples(url: str, statement: str, parameters: dict, count: int) -
     return samples
 
 
-def _database_alone(direct_url: str, proxied_url: str, parameters: dict, settings: Settings
-                    ) -> list[Row]:
+def _database_alone(
+    direct_url: str, proxied_url: str, parameters: dict, settings: Settings
+) -> list[Row]:
     """What the database and the proxy add to each request, without the app: a read and a
     write (autocommit, so with its commit) by primary key, straight to PostgreSQL and through
     the proxy at the added delay (the round-trip time the endpoints really paid)."""
     count, delayed = settings.latency_requests, settings.latency_requests_delayed
     rows = []
-    for kind, statement in (("read a task by id (SELECT)", READ),
-                            ("write a task by id (UPDATE ... RETURNING, commit)", WRITE)):
+    for kind, statement in (
+        ("read a task by id (SELECT)", READ),
+        ("write a task by id (UPDATE ... RETURNING, commit)", WRITE),
+    ):
         direct = _statement_samples(direct_url, statement, parameters, count)
         far = _statement_samples(proxied_url, statement, parameters, delayed)
-        rows.append(Row("latency", f"database alone: {kind}",
-                        f"0 ms: {_pair(direct)}; {settings.delay_ms:g} ms: {_pair(far)}"))
+        rows.append(
+            Row(
+                "latency",
+                f"database alone: {kind}",
+                f"0 ms: {_pair(direct)}; {settings.delay_ms:g} ms: {_pair(far)}",
+            )
+        )
     return rows

@@ -8,8 +8,17 @@ import platform
 from bench import wrk
 from tests.servers import run_sql
 
-PACKAGES = ("uvicorn", "starlette", "SQLAlchemy", "sqlmodel", "psycopg2-binary", "pydantic",
-            "PyJWT", "uvloop", "httptools")
+PACKAGES = (
+    "uvicorn",
+    "starlette",
+    "SQLAlchemy",
+    "sqlmodel",
+    "psycopg2-binary",
+    "pydantic",
+    "PyJWT",
+    "uvloop",
+    "httptools",
+)
 
 
 def _first(path: str, prefix: str) -> str:
@@ -39,15 +48,20 @@ def facts(database_url: str) -> list[tuple[str, str]]:
         ("CPU", _first("/proc/cpuinfo", "model name")),
         ("cores", str(os.cpu_count())),
         ("RAM", f"{mem_kib / 1024 / 1024:.1f} GiB"),
-        ("OS", _first("/etc/os-release", "PRETTY_NAME").strip().strip('"')
-         + f", Linux {platform.release()}"),
+        (
+            "OS",
+            _first("/etc/os-release", "PRETTY_NAME").strip().strip('"')
+            + f", Linux {platform.release()}",
+        ),
         ("Python", platform.python_version()),
         ("PostgreSQL", postgres + " (local, 127.0.0.1)"),
         ("wrk", wrk.version() if wrk.available() else "not installed"),
         ("packages", ", ".join(f"{name} {_version(name)}" for name in PACKAGES)),
-        ("uvicorn event loop / HTTP parser",
-         "uvloop + httptools (uvicorn[standard] installs both; `uvicorn app:app` picks them)"
-         if len(fast) == 2
-         else f"asyncio / h11 ({', '.join(fast) or 'neither uvloop nor httptools'} installed)"),
+        (
+            "uvicorn event loop / HTTP parser",
+            "uvloop + httptools (uvicorn[standard] installs both; `uvicorn app:app` picks them)"
+            if len(fast) == 2
+            else f"asyncio / h11 ({', '.join(fast) or 'neither uvloop nor httptools'} installed)",
+        ),
         ("load average at start (1, 5, 15 min)", ", ".join(f"{x:.1f}" for x in os.getloadavg())),
     ]

@@ -22,8 +22,10 @@ CHUNK_SECONDS = (1, 10)  # bounds of one wrk run
 def measure(database_url: str, settings: Settings) -> Section:
     owner = harness.user()
     samples: list[tuple[int, int]] = []  # (requests so far, VmRSS KiB)
-    with harness.serving(harness.app_env(database_url)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as http:
+    with (
+        harness.serving(harness.app_env(database_url)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
         url, pid = f"{server.url}/api/tasks", server.process.pid
         idle_kib = harness.rss_kib(pid)  # imports, engine, one pooled connection
         harness.create_tasks(http, owner, settings.list_tasks)
@@ -37,26 +39,45 @@ def measure(database_url: str, settings: Settings) -> Section:
                 result = wrk.run(url, owner.headers, seconds, settings.wrk_connections)
                 done, rate, runs = done + result.requests, max(result.per_second, 1.0), runs + 1
             samples.append((done, harness.rss_kib(pid)))
-    return Section(rows=_rows(idle_kib, start_kib, samples, settings), details=[
-        f"Memory: VmRSS of the one uvicorn worker (`/proc/PID/status`), started as the Procfile "
-        f"does with INFO logs, after {settings.wrk_warmup_seconds} s of warm-up load and after "
-        f"the given number of `GET /api/tasks` requests ({settings.list_tasks} tasks each) from "
-        f"wrk with {settings.wrk_connections} connections. \"No growth\" allows "
-        f"{GROWTH_TOLERANCE_KIB} KiB of allocator noise between the two samples."
-    ])
+    return Section(
+        rows=_rows(idle_kib, start_kib, samples, settings),
+        details=[
+            f"Memory: VmRSS of the one uvicorn worker (`/proc/PID/status`), started as the "
+            f"Procfile does with INFO logs, after {settings.wrk_warmup_seconds} s of warm-up load "
+            f"and after the given number of `GET /api/tasks` requests ({settings.list_tasks} "
+            f'tasks each) from wrk with {settings.wrk_connections} connections. "No growth" allows '
+            f"{GROWTH_TOLERANCE_KIB} KiB of allocator noise between the two samples."
+        ],
+    )
 
 
-def _rows(idle_kib: int, start_kib: int, samples: list[tuple[int, int]], settings: Settings
-          ) -> list[Row]:
-    rows = [Row("memory", "RSS at start, before any request", f"{idle_kib / 1024:.1f} MiB"),
-            Row("memory", "RSS after warm-up", f"{start_kib / 1024:.1f} MiB")]
+def _rows(
+    idle_kib: int, start_kib: int, samples: list[tuple[int, int]], settings: Settings
+) -> list[Row]:
+    rows = [
+        Row("memory", "RSS at start, before any request", f"{idle_kib / 1024:.1f} MiB"),
+        Row("memory", "RSS after warm-up", f"{start_kib / 1024:.1f} MiB"),
+    ]
     goals = (settings.memory_first_sample, settings.memory_second_sample)
     for goal, (requests, kib) in zip(goals, samples):
         reached = "" if requests >= goal else f" (stopped early at {requests:,} requests!)"
-        rows.append(Row("memory", f"RSS after {requests:,} requests",
-                        f"{kib / 1024:.1f} MiB{reached}", f"< {LIMIT_MIB} MiB",
-                        kib < LIMIT_MIB * 1024 and requests >= goal))
+        rows.append(
+            Row(
+                "memory",
+                f"RSS after {requests:,} requests",
+                f"{kib / 1024:.1f} MiB{reached}",
+                f"< {LIMIT_MIB} MiB",
+                kib < LIMIT_MIB * 1024 and requests >= goal,
+            )
+        )
     growth = samples[1][1] - samples[0][1]
-    rows.append(Row("memory", "growth between the two samples", f"{growth:+,} KiB",
-                    f"≤ {GROWTH_TOLERANCE_KIB:,} KiB", growth <= GROWTH_TOLERANCE_KIB))
+    rows.append(
+        Row(
+            "memory",
+            "growth between the two samples",
+            f"{growth:+,} KiB",
+            f"≤ {GROWTH_TOLERANCE_KIB:,} KiB",
+            growth <= GROWTH_TOLERANCE_KIB,
+        )
+    )
     return rows

@@ -79,18 +79,28 @@ def _load(database_url: str, users: int) -> dict[int, dict[str, str]]:
         parameters = {"prefix": _prefix(size), "users": users, "size": size}
         run_sql(database_url, BULK_USERS_SQL, parameters)
         run_sql(database_url, BULK_TASKS_SQL, parameters)
-        tokens[size] = {harness.user(f"{_prefix(size)}{n}").token: f"{_prefix(size)}{n}"
-                        for n in range(users)}
+        tokens[size] = {
+            harness.user(f"{_prefix(size)}{n}").token: f"{_prefix(size)}{n}" for n in range(users)
+        }
     run_sql(database_url, "ANALYZE tasks")
     return tokens
 
 
-def _serve(app: str, env: dict, tokens: dict[str, str], size: int, settings: Settings,
-           connections: int, expected: bytes | None) -> tuple[Run, bytes]:
+def _serve(
+    app: str,
+    env: dict,
+    tokens: dict[str, str],
+    size: int,
+    settings: Settings,
+    connections: int,
+    expected: bytes | None,
+) -> tuple[Run, bytes]:
     """One measured wrk run against a fresh server of `app`; (run, the first user's body)."""
     args = ("--no-access-log",) if app != "app:app" else ()
-    with harness.serving(env, app=app, args=args) as server, \
-            tempfile.NamedTemporaryFile(suffix=".lua") as script:
+    with (
+        harness.serving(env, app=app, args=args) as server,
+        tempfile.NamedTemporaryFile(suffix=".lua") as script,
+    ):
         if SERVER_CPUS:
             harness.pin(server.process.pid, SERVER_CPUS)
         url = f"{server.url}/api/tasks"
@@ -101,12 +111,14 @@ def _serve(app: str, env: dict, tokens: dict[str, str], size: int, settings: Set
             raise RuntimeError(f"{app}: not the same {size}-task page as the other endpoint")
         wrk.rotating_tokens(script.name, list(tokens))
         _prime(url, list(tokens))
-        wrk.run(url, {}, settings.wrk_warmup_seconds, connections, cpus=LOAD_CPUS,
-                script=script.name)
+        wrk.run(
+            url, {}, settings.wrk_warmup_seconds, connections, cpus=LOAD_CPUS, script=script.name
+        )
         pids = harness.process_tree(server.process.pid)
         cpu = harness.cpu_seconds(pids)
-        result = wrk.run(url, {}, settings.wrk_seconds, connections, cpus=LOAD_CPUS,
-                         script=script.name)
+        result = wrk.run(
+            url, {}, settings.wrk_seconds, connections, cpus=LOAD_CPUS, script=script.name
+        )
         cpu = harness.cpu_seconds(pids) - cpu
     run = Run(result.per_second, 1000 * cpu / max(result.requests, 1), result.failures)
     return run, check.content
@@ -117,6 +129,7 @@ def _prime(url: str, tokens: list[str]) -> None:
     users the server has seen (our app verifies a token and stores its user once per process):
     the warm-up alone does not reach every one of 1,000 users at 150 requests/s."""
     with httpx.Client(timeout=60) as http, ThreadPoolExecutor(PRIMING_THREADS) as pool:
+
         def one(token: str) -> None:
             http.get(url, headers={"Authorization": f"Bearer {token}"}).raise_for_status()
 
@@ -127,11 +140,18 @@ def _driver(env: dict, settings: Settings) -> Run:
     pin = (lambda: os.sched_setaffinity(0, SERVER_CPUS)) if SERVER_CPUS else None
     done = subprocess.run(
         [sys.executable, "-m", "bench.bare", str(settings.wrk_seconds), str(DRIVER_THREADS)],
-        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=True,
-        timeout=settings.wrk_seconds + 120, preexec_fn=pin)
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=settings.wrk_seconds + 120,
+        preexec_fn=pin,
+    )
     found = json.loads(done.stdout)
-    return Run(found["queries"] / found["seconds"],
-               1000 * found["cpu_seconds"] / max(found["queries"], 1))
+    return Run(
+        found["queries"] / found["seconds"], 1000 * found["cpu_seconds"] / max(found["queries"], 1)
+    )
 
 
 def measure(database_url: str, settings: Settings) -> Section:
@@ -148,10 +168,10 @@ def measure(database_url: str, settings: Settings) -> Section:
                     json.dump(tokens[size], out)
                 env = harness.app_env(database_url, BENCH_TOKENS=tokens_file)
                 connections = settings.wrk_connections if size == SIZES[0] else 12
-                bare, body = _serve("bench.bare:app", env, tokens[size], size, settings,
-                                    connections, None)
-                ours, _ = _serve("app:app", env, tokens[size], size, settings, connections,
-                                 body)
+                bare, body = _serve(
+                    "bench.bare:app", env, tokens[size], size, settings, connections, None
+                )
+                ours, _ = _serve("app:app", env, tokens[size], size, settings, connections, body)
                 driver = _driver(env, settings)
                 for name, run in (("bare", bare), ("app", ours), ("driver", driver)):
                     if (name, size) not in best or run.per_second > best[name, size].per_second:
@@ -166,25 +186,43 @@ def _rows(best: dict[tuple[str, int], Run]) -> list[Row]:
         rows += [
             Row("pages", f"{size} tasks: our app (Procfile)", ours.describe()),
             Row("pages", f"{size} tasks: bare driver endpoint (bench/bare.py)", bare.describe()),
-            Row("pages", f"{size} tasks: psycopg2 alone (execute + fetch)",
-                driver.describe("query")),
+            Row(
+                "pages", f"{size} tasks: psycopg2 alone (execute + fetch)", driver.describe("query")
+            ),
         ]
         ratio = ours.per_second / bare.per_second
         judged = size in (SIZES[0], SIZES[-1])
-        rows.append(Row("pages", f"{size} tasks: our app / bare endpoint",
-                        f"{ratio:.0%} of req/s ({bare.cpu_ms / ours.cpu_ms:.0%} by CPU)",
-                        f"≥ {TARGET_BARE:.0%}" if judged else "",
-                        ratio >= TARGET_BARE if judged else None))
+        rows.append(
+            Row(
+                "pages",
+                f"{size} tasks: our app / bare endpoint",
+                f"{ratio:.0%} of req/s ({bare.cpu_ms / ours.cpu_ms:.0%} by CPU)",
+                f"≥ {TARGET_BARE:.0%}" if judged else "",
+                ratio >= TARGET_BARE if judged else None,
+            )
+        )
     largest, smallest = SIZES[-1], SIZES[0]
     ours, driver = best["app", largest], best["driver", largest]
     ratio = ours.per_second / driver.per_second
-    rows.append(Row("pages", f"{largest} tasks: our app / psycopg2 alone",
-                    f"{ratio:.0%} of its query rate", f"≥ {TARGET_DRIVER:.0%}",
-                    ratio >= TARGET_DRIVER))
+    rows.append(
+        Row(
+            "pages",
+            f"{largest} tasks: our app / psycopg2 alone",
+            f"{ratio:.0%} of its query rate",
+            f"≥ {TARGET_DRIVER:.0%}",
+            ratio >= TARGET_DRIVER,
+        )
+    )
     per_task = (ours.cpu_ms - best["app", smallest].cpu_ms) * 1000 / (largest - smallest)
-    rows.append(Row("pages", "our app: server CPU per task (1,000-task against 20-task page)",
-                    f"{per_task:.2f} us", f"≤ {TARGET_CPU_PER_TASK_US} us",
-                    per_task <= TARGET_CPU_PER_TASK_US))
+    rows.append(
+        Row(
+            "pages",
+            "our app: server CPU per task (1,000-task against 20-task page)",
+            f"{per_task:.2f} us",
+            f"≤ {TARGET_CPU_PER_TASK_US} us",
+            per_task <= TARGET_CPU_PER_TASK_US,
+        )
+    )
     return rows
 
 

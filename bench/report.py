@@ -31,8 +31,10 @@ def table(rows: list[Row]) -> str:
     """The rows as one markdown table (also readable as plain text)."""
     header = ("area", "case", "measured", "target", "met")
     cells = [header] + [
-        tuple(text.replace("|", "\\|")
-              for text in (r.area, r.case, r.measured, r.target, verdict(r.met)))
+        tuple(
+            text.replace("|", "\\|")
+            for text in (r.area, r.case, r.measured, r.target, verdict(r.met))
+        )
         for r in rows
     ]
     widths = [max(len(line[column]) for line in cells) for column in range(len(header))]
@@ -91,44 +93,51 @@ def kept_analysis(previous: str | None) -> str:
     return NO_ANALYSIS
 
 
-def document(when: str, machine: list[tuple[str, str]], parameters: str,
-             sections: list[Section], previous: str | None) -> str:
+def document(
+    when: str,
+    machine: list[tuple[str, str]],
+    parameters: str,
+    sections: list[Section],
+    previous: str | None,
+) -> str:
     """docs/performance.md: the table, the machine, the method and raw details of each
     section, and the hand-written analysis of the previous file (kept as it was)."""
     machine_table = "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in machine)])
     rows = [row for section in sections for row in section.rows]
     details = [part for section in sections for part in section.details]
     appendix = [part for section in sections for part in section.appendix]
-    return "\n".join([
-        "# Performance",
-        "",
-        f"Figures of `make bench` (`python -m bench`, bench/), run {when}. Everything but the "
-        "*Analysis* section is written by the benchmark; the analysis is kept from the previous "
-        "file when the figures are regenerated.",
-        "",
-        "## Results",
-        "",
-        table(rows),
-        "",
-        summary(rows) + ".",
-        "",
-        "## Machine",
-        "",
-        machine_table,
-        "",
-        f"Parameters: {parameters}.",
-        "",
-        "## How each part was measured",
-        "",
-        *(part + "\n" for part in details),
-        REPRODUCE,
-        "## Analysis",
-        "",
-        ANALYSIS_START,
-        "",
-        kept_analysis(previous),
-        "",
-        ANALYSIS_END,
-        "",
-        *(["## Query plans", "", *appendix, ""] if appendix else []),
-    ])
+    return "\n".join(
+        [
+            "# Performance",
+            "",
+            f"Figures of `make bench` (`python -m bench`, bench/), run {when}. Everything but the "
+            "*Analysis* section is written by the benchmark; the analysis is kept from the "
+            "previous file when the figures are regenerated.",
+            "",
+            "## Results",
+            "",
+            table(rows),
+            "",
+            summary(rows) + ".",
+            "",
+            "## Machine",
+            "",
+            machine_table,
+            "",
+            f"Parameters: {parameters}.",
+            "",
+            "## How each part was measured",
+            "",
+            *(part + "\n" for part in details),
+            REPRODUCE,
+            "## Analysis",
+            "",
+            ANALYSIS_START,
+            "",
+            kept_analysis(previous),
+            "",
+            ANALYSIS_END,
+            "",
+            *(["## Query plans", "", *appendix, ""] if appendix else []),
+        ]
+    )

@@ -5,8 +5,8 @@ then a bulk load (`INSERT ... SELECT generate_series`, then ANALYZE) of `scale_t
 `scale_users` users plus one big user with `scale_big_user_tasks`, interleaved so every user's
 rows are spread over the whole table as years of use would leave them; the same medians for a
 ~100-task user and the big user, a page of 50 for each sort; EXPLAIN ANALYZE of the app's own
-list SQL (`Store.list_sql`, what `Store.list_tasks` sends) per sort, which store.py's indexes should make an
-ordered index scan of one page.
+list SQL (`Store.list_sql`, what `Store.list_tasks` sends) per sort, which store.py's indexes
+should make an ordered index scan of one page.
 """
 
 import re
@@ -80,19 +80,29 @@ class Scale:
         headers = owner.headers
         task_id = self.http.get("/api/tasks", params={"limit": 1}, headers=headers).json()[0]["id"]
         return {
-            "list": self.median_ms(lambda: self.http.get(
-                "/api/tasks", params={"limit": PAGE}, headers=headers)),
+            "list": self.median_ms(
+                lambda: self.http.get("/api/tasks", params={"limit": PAGE}, headers=headers)
+            ),
             "get": self.median_ms(lambda: self.http.get(f"/api/tasks/{task_id}", headers=headers)),
-            "update": self.median_ms(lambda: self.http.put(
-                f"/api/tasks/{task_id}", json={"title": "updated"}, headers=headers)),
+            "update": self.median_ms(
+                lambda: self.http.put(
+                    f"/api/tasks/{task_id}", json={"title": "updated"}, headers=headers
+                )
+            ),
         }
 
     def sorted_lists(self, owner: User) -> dict[str, float]:
         """Median of a first page of 50 for each sort, for `owner`."""
         count = max(5, self.settings.scale_requests // 2)
-        return {sort: self.median_ms(lambda sort=sort: self.http.get(
-            "/api/tasks", params={"sort": sort, "limit": PAGE}, headers=owner.headers), count)
-            for sort in SORTS}
+        return {
+            sort: self.median_ms(
+                lambda sort=sort: self.http.get(
+                    "/api/tasks", params={"sort": sort, "limit": PAGE}, headers=owner.headers
+                ),
+                count,
+            )
+            for sort in SORTS
+        }
 
     def load(self) -> tuple[float, float]:
         """Bulk-load users and tasks; (seconds to insert, seconds to ANALYZE)."""
@@ -100,8 +110,15 @@ class Scale:
         total = settings.scale_tasks + settings.scale_big_user_tasks
         started = time.perf_counter()
         self.sql(BULK_USERS_SQL, {"users": settings.scale_users, "big": BIG_USER})
-        self.sql(BULK_TASKS_SQL, {"users": settings.scale_users, "big": BIG_USER, "total": total,
-                                  "stride": max(1, total // settings.scale_big_user_tasks)})
+        self.sql(
+            BULK_TASKS_SQL,
+            {
+                "users": settings.scale_users,
+                "big": BIG_USER,
+                "total": total,
+                "stride": max(1, total // settings.scale_big_user_tasks),
+            },
+        )
         loaded = time.perf_counter()
         self.sql("ANALYZE users")
         self.sql("ANALYZE tasks")
@@ -115,9 +132,12 @@ class Scale:
         finally:
             store.dispose()
         self.statements = [statement for statement, _ in sent]
-        return {sort: [line for (line,) in self.sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}",
-                                                     parameters)]
-                for sort, (statement, parameters) in zip(SORTS, sent)}
+        return {
+            sort: [
+                line for (line,) in self.sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters)
+            ]
+            for sort, (statement, parameters) in zip(SORTS, sent)
+        }
 
 
 def ordered_by_index(plan: list[str]) -> bool:
@@ -163,22 +183,42 @@ def _measure(scale: Scale, settings: Settings) -> Section:
     plans = scale.plans(BIG_USER)
 
     where = f"{total:,} tasks, {settings.scale_users + 1:,} users"
-    rows = [Row("scale", "bulk load (INSERT ... SELECT generate_series; ANALYZE)",
-                f"{where} in {insert_s:.1f} s + {analyze_s:.1f} s")]
-    for name, label in (("list", f"list ?limit={PAGE}"), ("get", "get"),
-                        ("update", "update (PUT)")):
-        rows.append(Row("scale", f"{label}, user with ~{SMALL_TASKS} tasks",
-                        f"empty DB {ms(empty[name])}; {where} ({bulk_count} tasks) "
-                        f"{ms(full[name])}"))
+    rows = [
+        Row(
+            "scale",
+            "bulk load (INSERT ... SELECT generate_series; ANALYZE)",
+            f"{where} in {insert_s:.1f} s + {analyze_s:.1f} s",
+        )
+    ]
+    for name, label in (
+        ("list", f"list ?limit={PAGE}"),
+        ("get", "get"),
+        ("update", "update (PUT)"),
+    ):
+        rows.append(
+            Row(
+                "scale",
+                f"{label}, user with ~{SMALL_TASKS} tasks",
+                f"empty DB {ms(empty[name])}; {where} ({bulk_count} tasks) {ms(full[name])}",
+            )
+        )
     for name, label in (("get", "get"), ("update", "update (PUT)")):
         rows.append(Row("scale", f"{label}, user with {big_count:,} tasks", ms(big_basics[name])))
     for sort in SORTS:
-        rows.append(Row(
-            "scale", f"list ?sort={sort}&limit={PAGE}, user with {big_count:,} tasks",
-            f"{ms(big_lists[sort])}: {shape(plans[sort])}",
-            "ordered index scan", ordered_by_index(plans[sort])))
-    return Section(rows=rows, details=[_method(settings, big_count)],
-                   appendix=[_plans(scale.statements, plans, big_count)])
+        rows.append(
+            Row(
+                "scale",
+                f"list ?sort={sort}&limit={PAGE}, user with {big_count:,} tasks",
+                f"{ms(big_lists[sort])}: {shape(plans[sort])}",
+                "ordered index scan",
+                ordered_by_index(plans[sort]),
+            )
+        )
+    return Section(
+        rows=rows,
+        details=[_method(settings, big_count)],
+        appendix=[_plans(scale.statements, plans, big_count)],
+    )
 
 
 def _method(settings: Settings, big_count: int) -> str:
@@ -193,9 +233,18 @@ def _method(settings: Settings, big_count: int) -> str:
 
 
 def _plans(statements: list[str], plans: dict[str, list[str]], big_count: int) -> str:
-    parts = [f"EXPLAIN (ANALYZE, BUFFERS) of the app's list query, first page of {PAGE}, for "
-             f"the user with {big_count:,} tasks."]
+    parts = [
+        f"EXPLAIN (ANALYZE, BUFFERS) of the app's list query, first page of {PAGE}, for "
+        f"the user with {big_count:,} tasks."
+    ]
     for sort, statement in zip(SORTS, statements):
-        parts += [f"\n`sort={sort}`:\n", "```sql", statement.strip(), "```",
-                  "```", *plans[sort], "```"]
+        parts += [
+            f"\n`sort={sort}`:\n",
+            "```sql",
+            statement.strip(),
+            "```",
+            "```",
+            *plans[sort],
+            "```",
+        ]
     return "\n".join(parts)

@@ -47,10 +47,14 @@ def _baseline(name: str, layers: str = "") -> Config:
 BASELINE = _baseline("baseline (bench/baseline.py: same SQL and engine, nothing else)")
 LADDER = (
     _baseline("baseline + bearer token check (AuthMiddleware)", "AuthMiddleware"),
-    _baseline("baseline + token check + request id and log line (RequestLogMiddleware)",
-              "AuthMiddleware,RequestLogMiddleware"),
-    _baseline("baseline + all our middleware (+ CORSMiddleware, InternalErrorMiddleware)",
-              "AuthMiddleware,RequestLogMiddleware,CORSMiddleware,InternalErrorMiddleware"),
+    _baseline(
+        "baseline + token check + request id and log line (RequestLogMiddleware)",
+        "AuthMiddleware,RequestLogMiddleware",
+    ),
+    _baseline(
+        "baseline + all our middleware (+ CORSMiddleware, InternalErrorMiddleware)",
+        "AuthMiddleware,RequestLogMiddleware,CORSMiddleware,InternalErrorMiddleware",
+    ),
 )
 PROCFILE = Config("our app as the Procfile runs it (one log line per request)")
 NO_LOGS = Config("our app, LOG_LEVEL=WARNING (no per-request line)", log_level="WARNING")
@@ -69,14 +73,17 @@ class Run:
 
     def describe(self) -> str:
         failed = f"; {self.load.failures} failed!" if self.load.failures else ""
-        return (f"{self.load.per_second:,.0f} req/s (p50 {self.load.p50_ms:.0f} ms, "
-                f"CPU {self.cpu_ms_per_request:.2f} ms/req, "
-                f"{self.new_connections} new DB connections{failed})")
+        return (
+            f"{self.load.per_second:,.0f} req/s (p50 {self.load.p50_ms:.0f} ms, "
+            f"CPU {self.cpu_ms_per_request:.2f} ms/req, "
+            f"{self.new_connections} new DB connections{failed})"
+        )
 
 
 def _run(config: Config, database_url: str, owner: User, settings: Settings) -> Run:
-    env = harness.app_env(database_url, config.log_level, BENCH_USER_ID=owner.id,
-                          BENCH_LAYERS=config.layers)
+    env = harness.app_env(
+        database_url, config.log_level, BENCH_USER_ID=owner.id, BENCH_LAYERS=config.layers
+    )
     pinned = config.workers == 1 and SERVER_CPUS is not None
     load_cpus = LOAD_CPUS if pinned else None
     with harness.serving(env, app=config.app, args=config.args) as server:
@@ -86,27 +93,42 @@ def _run(config: Config, database_url: str, owner: User, settings: Settings) -> 
         check = httpx.get(url, headers=owner.headers, timeout=30)
         check.raise_for_status()
         if len(check.json()) != settings.list_tasks:
-            raise RuntimeError(f"{config.name}: listed {len(check.json())} tasks, "
-                               f"not {settings.list_tasks}")
-        wrk.run(url, owner.headers, settings.wrk_warmup_seconds, settings.wrk_connections,
-                cpus=load_cpus)
+            raise RuntimeError(
+                f"{config.name}: listed {len(check.json())} tasks, not {settings.list_tasks}"
+            )
+        wrk.run(
+            url,
+            owner.headers,
+            settings.wrk_warmup_seconds,
+            settings.wrk_connections,
+            cpus=load_cpus,
+        )
         pids = harness.process_tree(server.process.pid)
         sessions, cpu = harness.database_sessions(database_url), harness.cpu_seconds(pids)
         log_size, load_average = os.path.getsize(server.log.name), os.getloadavg()[0]
-        result = wrk.run(url, owner.headers, settings.wrk_seconds, settings.wrk_connections,
-                         cpus=load_cpus)
+        result = wrk.run(
+            url, owner.headers, settings.wrk_seconds, settings.wrk_connections, cpus=load_cpus
+        )
         cpu = harness.cpu_seconds(pids) - cpu
         sessions = harness.database_sessions(database_url) - sessions - 1  # less our own
         log_bytes = os.path.getsize(server.log.name) - log_size
-    return Run(config, result, 1000 * cpu / max(result.requests, 1), sessions,
-               log_bytes / max(result.requests, 1), load_average)
+    return Run(
+        config,
+        result,
+        1000 * cpu / max(result.requests, 1),
+        sessions,
+        log_bytes / max(result.requests, 1),
+        load_average,
+    )
 
 
 def measure(database_url: str, settings: Settings) -> Section:
     """Requests/s of every configuration, and each one's share of the baseline's."""
     owner = harness.user()
-    with harness.serving(harness.app_env(database_url)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as http:
+    with (
+        harness.serving(harness.app_env(database_url)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
         harness.create_tasks(http, owner, settings.list_tasks)
     runs: dict[Config, Run] = {}
     rates: dict[Config, list[float]] = {config: [] for config in CONFIGS}
@@ -122,15 +144,20 @@ def measure(database_url: str, settings: Settings) -> Section:
         ratio = runs[config].load.per_second / base.load.per_second
         cpu_ratio = base.cpu_ms_per_request / runs[config].cpu_ms_per_request
         target = config is PROCFILE
-        rows.append(Row("throughput", f"ratio to baseline: {config.name.split(' (')[0]}",
-                        f"{ratio:.0%} of req/s ({cpu_ratio:.0%} by CPU per request)",
-                        f"≥ {TARGET_RATIO:.0%}" if target else "",
-                        ratio >= TARGET_RATIO if target else None))
+        rows.append(
+            Row(
+                "throughput",
+                f"ratio to baseline: {config.name.split(' (')[0]}",
+                f"{ratio:.0%} of req/s ({cpu_ratio:.0%} by CPU per request)",
+                f"≥ {TARGET_RATIO:.0%}" if target else "",
+                ratio >= TARGET_RATIO if target else None,
+            )
+        )
     return Section(rows=rows, details=[_details(runs, rates, settings)])
 
 
 def _details(runs: dict[Config, Run], rates: dict[Config, list[float]], settings: Settings) -> str:
-    pinning = ("One-worker servers ran on CPU 1 and wrk on CPU 0. " if SERVER_CPUS else "")
+    pinning = "One-worker servers ran on CPU 1 and wrk on CPU 0. " if SERVER_CPUS else ""
     lines = [
         f"Throughput: `wrk -t1 -c{settings.wrk_connections} -d{settings.wrk_seconds}s --latency` "
         f"on `GET /api/tasks` returning {settings.list_tasks} tasks, after a "

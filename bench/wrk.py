@@ -32,17 +32,37 @@ def version() -> str:
     return (completed.stdout or completed.stderr).splitlines()[0].split(" Copyright")[0]
 
 
-def run(url: str, headers: dict[str, str], seconds: int, connections: int,
-        threads: int = 1, cpus: set[int] | None = None, script: str | None = None) -> WrkResult:
+def run(
+    url: str,
+    headers: dict[str, str],
+    seconds: int,
+    connections: int,
+    threads: int = 1,
+    cpus: set[int] | None = None,
+    script: str | None = None,
+) -> WrkResult:
     """`wrk` against `url` for `seconds` with `connections` keep-alive connections, on `cpus`
     (all by default), with the Lua `script` file if given (`rotating_tokens`)."""
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-               "--latency"] + (["-s", script] if script else [])
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "--latency",
+    ] + (["-s", script] if script else [])
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    completed = subprocess.run(command + [url], capture_output=True, text=True,
-                               timeout=seconds + 60, check=True, preexec_fn=pin)
+    completed = subprocess.run(
+        command + [url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+        preexec_fn=pin,
+    )
     return parse(completed.stdout)
 
 
@@ -56,7 +76,8 @@ def rotating_tokens(path: str, tokens: list[str]) -> str:
             "request = function()\n"
             "  turn = turn % #tokens + 1\n"
             '  return wrk.format(nil, nil, {Authorization = "Bearer " .. tokens[turn]})\n'
-            "end\n")
+            "end\n"
+        )
     return path
 
 
@@ -65,8 +86,9 @@ def parse(output: str) -> WrkResult:
     total = re.search(r"(\d+) requests in ([\d.]+)(\w+),", output)
     seconds = float(total.group(2)) * UNITS_MS[total.group(3)] / 1000
     failures = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                       output)
+    socket = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     if socket:
         failures += sum(int(n) for n in socket.groups())
     return WrkResult(

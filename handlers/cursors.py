@@ -11,6 +11,7 @@ from itsdangerous import BadData, URLSafeSerializer
 
 from schemas.tasks import ListQuery
 
+
 class Cursors:
     """Encodes and checks cursors with a secret key (bytes or str)."""
 

@@ -87,7 +87,8 @@ def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
         raise ProblemError(422, "this Idempotency-Key was used for a different request")
     if stored["status"] is None:
         raise ProblemError(
-            409, "a request with this Idempotency-Key is still in progress",
+            409,
+            "a request with this Idempotency-Key is still in progress",
             headers={"Retry-After": "1"},
         )
     task = stored["response"]

@@ -63,46 +63,83 @@ class Operation:
 
 OPERATIONS: dict[tuple[Callable, str], Operation] = {
     (health.health, "GET"): Operation(
-        "health", "Liveness", "200 while the process serves requests; no token needed.",
-        200, Health, authenticated=False,
+        "health",
+        "Liveness",
+        "200 while the process serves requests; no token needed.",
+        200,
+        Health,
+        authenticated=False,
     ),
     (health.ready, "GET"): Operation(
-        "ready", "Readiness", "200 when the database answers, else 503; no token needed.",
-        200, Ready, authenticated=False, errors=(503,),
+        "ready",
+        "Readiness",
+        "200 when the database answers, else 503; no token needed.",
+        200,
+        Ready,
+        authenticated=False,
+        errors=(503,),
     ),
     (tasks.list_tasks, "GET"): Operation(
-        "listTasks", "List tasks",
+        "listTasks",
+        "List tasks",
         "Your tasks, filtered by `status` and ordered by `sort` and `order`; ties break on `id` "
         "in the same direction. Unknown query parameters are ignored.",
-        200, TASK_LIST, query=ListQuery, headers=("If-None-Match",),
+        200,
+        TASK_LIST,
+        query=ListQuery,
+        headers=("If-None-Match",),
     ),
     (tasks.create_task, "POST"): Operation(
-        "createTask", "Create a task",
+        "createTask",
+        "Create a task",
         "Creates a task; `Location` names it. Unknown members, and `id`, `user_id`, "
         "`created_at`, `updated_at`, are ignored.",
-        201, TaskPublic, body=TaskCreate, headers=("Idempotency-Key",),
+        201,
+        TaskPublic,
+        body=TaskCreate,
+        headers=("Idempotency-Key",),
     ),
     (tasks.get_task, "GET"): Operation(
-        "getTask", "Get a task", "One of your tasks.", 200, TaskPublic, headers=("If-None-Match",),
+        "getTask",
+        "Get a task",
+        "One of your tasks.",
+        200,
+        TaskPublic,
+        headers=("If-None-Match",),
     ),
     (tasks.update_task, "PUT"): Operation(
-        "updateTask", "Update a task (partial)",
+        "updateTask",
+        "Update a task (partial)",
         "Changes only the members sent (PUT and PATCH are the same partial update); "
         "`description: null` and `due_date: null` clear them; `{}` changes nothing.",
-        200, TaskPublic, body=TaskUpdate, headers=("If-Match", "Idempotency-Key"),
+        200,
+        TaskPublic,
+        body=TaskUpdate,
+        headers=("If-Match", "Idempotency-Key"),
     ),
     (tasks.update_task, "PATCH"): Operation(
-        "patchTask", "Update a task (partial)",
+        "patchTask",
+        "Update a task (partial)",
         "Same as PUT: changes only the members sent.",
-        200, TaskPublic, body=TaskUpdate, headers=("If-Match", "Idempotency-Key"),
+        200,
+        TaskPublic,
+        body=TaskUpdate,
+        headers=("If-Match", "Idempotency-Key"),
     ),
     (tasks.toggle_task, "PATCH"): Operation(
-        "toggleTask", "Toggle completed",
+        "toggleTask",
+        "Toggle completed",
         "Flips `completed` atomically, so concurrent toggles are never lost.",
-        200, TaskPublic, headers=("If-Match", "Idempotency-Key"),
+        200,
+        TaskPublic,
+        headers=("If-Match", "Idempotency-Key"),
     ),
     (tasks.delete_task, "DELETE"): Operation(
-        "deleteTask", "Delete a task", "Deletes one of your tasks.", 204, None,
+        "deleteTask",
+        "Delete a task",
+        "Deletes one of your tasks.",
+        204,
+        None,
         headers=("If-Match",),
     ),
 }
@@ -185,51 +222,118 @@ _TITLE_RULE = "title must be 1-200 characters (after trimming spaces)"
 
 # Status -> (description, examples, headers) of each problem details response.
 _PROBLEMS: dict[int, tuple[str, dict[str, Problem], tuple[str, ...]]] = {
-    400: ("Invalid input; `errors` lists each invalid field.", {
-        "invalid field": Problem.of(400, _TITLE_RULE,
-                                    errors=[FieldError(field="title", message=_TITLE_RULE)]),
-        "not JSON": Problem.of(400, "request body is not valid JSON"),
-    }, ()),
-    401: ("No bearer token, or an invalid, forged or expired one.", {
-        "no token": Problem.of(401, "missing bearer token"),
-        "bad token": Problem.of(401, "invalid or expired token"),
-    }, ("WWW-Authenticate",)),
-    403: ("The path's `user_id` is not the token's user.", {
-        "another user": Problem.of(403, "the user in the path is not the authenticated user"),
-    }, ()),
-    404: ("No such task for you: another user's task, a missing one and an id that is not a "
-          "positive 32-bit integer all look the same.", {
-        "not found": Problem.of(404, "task not found"),
-    }, ()),
-    409: ("A request with the same Idempotency-Key is still in progress.", {
-        "in progress": Problem.of(409, "a request with this Idempotency-Key is still in progress"),
-    }, ("Retry-After",)),
-    412: ("If-Match did not match: the task changed since it was read. `task` is the task as "
-          "it is now (and `ETag` its tag).", {
-        "changed": Problem.of(412, "the task has changed since you read it", task={
-            "id": 1, "title": "Buy oat milk", "description": None, "completed": False,
-            "due_date": None, "completed_at": None, "created_at": "2030-01-01T09:00:00Z",
-            "updated_at": "2030-01-01T09:05:00Z"}),
-    }, ("ETag",)),
-    413: (f"The body is larger than {tasks.MAX_BODY_BYTES // 1024} KiB.", {
-        "too large": Problem.of(413, f"request body is larger than {tasks.MAX_BODY_BYTES} bytes"),
-    }, ()),
-    414: (f"The query string is longer than {tasks.MAX_QUERY_BYTES // 1024} KiB.", {
-        "too long": Problem.of(414, f"query string is longer than {tasks.MAX_QUERY_BYTES} bytes"),
-    }, ()),
-    415: ("The body was not sent as `Content-Type: application/json`.", {
-        "not JSON": Problem.of(415, "send the body as JSON with Content-Type: application/json"),
-    }, ()),
-    422: ("The Idempotency-Key was used before for a different request.", {
-        "reused key": Problem.of(422, "this Idempotency-Key was used for a different request"),
-    }, ()),
-    500: ("A bug; `request_id` finds the traceback in the server's log.", {
-        "bug": Problem.of(500, "internal error", request_id="4bf92f3577b34da6a3ce929d0e0e4736"),
-    }, ()),
-    503: ("The database, or Better Auth's JWKS for a new signing key, is unreachable, too slow "
-          "or busy; retry after `Retry-After` seconds.", {
-        "database": Problem.of(503, "the database is unavailable, try again shortly"),
-    }, ("Retry-After",)),
+    400: (
+        "Invalid input; `errors` lists each invalid field.",
+        {
+            "invalid field": Problem.of(
+                400, _TITLE_RULE, errors=[FieldError(field="title", message=_TITLE_RULE)]
+            ),
+            "not JSON": Problem.of(400, "request body is not valid JSON"),
+        },
+        (),
+    ),
+    401: (
+        "No bearer token, or an invalid, forged or expired one.",
+        {
+            "no token": Problem.of(401, "missing bearer token"),
+            "bad token": Problem.of(401, "invalid or expired token"),
+        },
+        ("WWW-Authenticate",),
+    ),
+    403: (
+        "The path's `user_id` is not the token's user.",
+        {
+            "another user": Problem.of(403, "the user in the path is not the authenticated user"),
+        },
+        (),
+    ),
+    404: (
+        "No such task for you: another user's task, a missing one and an id that is not a "
+        "positive 32-bit integer all look the same.",
+        {
+            "not found": Problem.of(404, "task not found"),
+        },
+        (),
+    ),
+    409: (
+        "A request with the same Idempotency-Key is still in progress.",
+        {
+            "in progress": Problem.of(
+                409, "a request with this Idempotency-Key is still in progress"
+            ),
+        },
+        ("Retry-After",),
+    ),
+    412: (
+        "If-Match did not match: the task changed since it was read. `task` is the task as "
+        "it is now (and `ETag` its tag).",
+        {
+            "changed": Problem.of(
+                412,
+                "the task has changed since you read it",
+                task={
+                    "id": 1,
+                    "title": "Buy oat milk",
+                    "description": None,
+                    "completed": False,
+                    "due_date": None,
+                    "completed_at": None,
+                    "created_at": "2030-01-01T09:00:00Z",
+                    "updated_at": "2030-01-01T09:05:00Z",
+                },
+            ),
+        },
+        ("ETag",),
+    ),
+    413: (
+        f"The body is larger than {tasks.MAX_BODY_BYTES // 1024} KiB.",
+        {
+            "too large": Problem.of(
+                413, f"request body is larger than {tasks.MAX_BODY_BYTES} bytes"
+            ),
+        },
+        (),
+    ),
+    414: (
+        f"The query string is longer than {tasks.MAX_QUERY_BYTES // 1024} KiB.",
+        {
+            "too long": Problem.of(
+                414, f"query string is longer than {tasks.MAX_QUERY_BYTES} bytes"
+            ),
+        },
+        (),
+    ),
+    415: (
+        "The body was not sent as `Content-Type: application/json`.",
+        {
+            "not JSON": Problem.of(
+                415, "send the body as JSON with Content-Type: application/json"
+            ),
+        },
+        (),
+    ),
+    422: (
+        "The Idempotency-Key was used before for a different request.",
+        {
+            "reused key": Problem.of(422, "this Idempotency-Key was used for a different request"),
+        },
+        (),
+    ),
+    500: (
+        "A bug; `request_id` finds the traceback in the server's log.",
+        {
+            "bug": Problem.of(500, "internal error", request_id="4bf92f3577b34da6a3ce929d0e0e4736"),
+        },
+        (),
+    ),
+    503: (
+        "The database, or Better Auth's JWKS for a new signing key, is unreachable, too slow "
+        "or busy; retry after `Retry-After` seconds.",
+        {
+            "database": Problem.of(503, "the database is unavailable, try again shortly"),
+        },
+        ("Retry-After",),
+    ),
 }
 
 
@@ -243,8 +347,10 @@ def _ref(model: type[BaseModel] | str) -> dict:
 
 def _problem(status: int) -> dict:
     description, examples, headers = _PROBLEMS[status]
-    values = {name: {"value": problem.model_dump(mode="json", exclude_none=True)}
-              for name, problem in examples.items()}
+    values = {
+        name: {"value": problem.model_dump(mode="json", exclude_none=True)}
+        for name, problem in examples.items()
+    }
     return {
         "description": description,
         "headers": _headers(*headers),
@@ -254,22 +360,30 @@ def _problem(status: int) -> dict:
 
 def _components() -> dict:
     """`components`: the models' JSON Schemas, the shared headers, the bearer scheme."""
-    models = [(TaskCreate, "validation"), (TaskUpdate, "validation"),
-              (TaskPublic, "serialization"), (Problem, "serialization"),
-              (Health, "serialization"), (Ready, "serialization")]
+    models = [
+        (TaskCreate, "validation"),
+        (TaskUpdate, "validation"),
+        (TaskPublic, "serialization"),
+        (Problem, "serialization"),
+        (Health, "serialization"),
+        (Ready, "serialization"),
+    ]
     _, definitions = models_json_schema(models, ref_template=REF)
     schemas = definitions["$defs"]
     schemas[TASK_LIST] = {"type": "array", "items": _ref(TaskPublic), "title": TASK_LIST}
     return {
         "schemas": schemas,
         "headers": _HEADERS,
-        "securitySchemes": {"bearerAuth": {
-            "type": "http",
-            "scheme": "bearer",
-            "bearerFormat": "JWT",
-            "description": "A Better Auth `jwt` plugin token (EdDSA, ES256, ES512, RS256, PS256; "
-            "checked against the JWKS) or an HS256 token signed with BETTER_AUTH_SECRET.",
-        }},
+        "securitySchemes": {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "A Better Auth `jwt` plugin token (EdDSA, ES256, ES512, RS256, "
+                "PS256; checked against the JWKS) or an HS256 token signed with "
+                "BETTER_AUTH_SECRET.",
+            }
+        },
     }
 
 
@@ -283,11 +397,20 @@ def _query_parameters(model: type[BaseModel]) -> list[dict]:
         schema.pop("title", None)
         if "anyOf" in schema:
             branches = [b for b in schema.pop("anyOf") if b != {"type": "null"}]
-            schema = {**branches[0], **schema} if len(branches) == 1 else {"anyOf": branches, **schema}
+            schema = (
+                {**branches[0], **schema} if len(branches) == 1 else {"anyOf": branches, **schema}
+            )
             if schema.get("default", ...) is None:
                 del schema["default"]
-        parameters.append({"name": name, "in": "query", "required": False,
-                           "description": description, "schema": schema})
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": description,
+                "schema": schema,
+            }
+        )
     return parameters
 
 
@@ -298,7 +421,12 @@ _PATH_PARAMETERS = {
     },
     "task_id": {
         "description": "The task's `id`: a 64-bit integer, at most 2^53 - 1 (exact in JavaScript).",
-        "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": tasks.MAX_TASK_ID},
+        "schema": {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 1,
+            "maximum": tasks.MAX_TASK_ID,
+        },
     },
 }
 
@@ -357,7 +485,8 @@ class _Served:
                 "parameters": parameters,
                 "description": f"{other.operation.summary}: the task this response holds.",
             }
-            for other in served if other.on_task and other.user_in_path == self.user_in_path
+            for other in served
+            if other.on_task and other.user_in_path == self.user_in_path
         }
 
     def describe(self, served: list["_Served"]) -> dict:
@@ -367,13 +496,20 @@ class _Served:
             "operationId": self.operation_id,
             "summary": operation.summary,
             "description": operation.description,
-            "tags": ["health"] if not operation.authenticated
-            else ["tasks (user in path)"] if self.user_in_path else ["tasks"],
-            "parameters": [{"name": name, "in": "path", "required": True, **_PATH_PARAMETERS[name]}
-                           for name in self.route.param_convertors]
+            "tags": ["health"]
+            if not operation.authenticated
+            else ["tasks (user in path)"]
+            if self.user_in_path
+            else ["tasks"],
+            "parameters": [
+                {"name": name, "in": "path", "required": True, **_PATH_PARAMETERS[name]}
+                for name in self.route.param_convertors
+            ]
             + (_query_parameters(operation.query) if operation.query else [])
-            + [{"name": name, "in": "header", "required": False, **_REQUEST_HEADERS[name]}
-               for name in operation.headers],
+            + [
+                {"name": name, "in": "header", "required": False, **_REQUEST_HEADERS[name]}
+                for name in operation.headers
+            ],
         }
         if not operation.authenticated:
             result["security"] = []
@@ -428,8 +564,10 @@ def document(routes: Iterable[BaseRoute]) -> dict:
         "info": {"title": "Todo API", "version": API_VERSION, "description": _DESCRIPTION},
         "tags": [
             {"name": "tasks", "description": "Your tasks; the user is the token's."},
-            {"name": "tasks (user in path)",
-             "description": "The same, with your user id in the path (another id is 403)."},
+            {
+                "name": "tasks (user in path)",
+                "description": "The same, with your user id in the path (another id is 403).",
+            },
             {"name": "health", "description": "Probes for load balancers; no token."},
         ],
         "security": [{"bearerAuth": []}],

@@ -82,8 +82,9 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
         raise ProblemError(415, "send the body as JSON with Content-Type: application/json")
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
         # Not decompressed (no bound on what a small gzip body expands to): RFC 9110 15.5.16.
-        raise ProblemError(415, "send the body without Content-Encoding",
-                           headers={"Accept-Encoding": "identity"})
+        raise ProblemError(
+            415, "send the body without Content-Encoding", headers={"Accept-Encoding": "identity"}
+        )
     declared = _decimal(request.headers.get("content-length", ""), 20)
     if declared is not None and declared > MAX_BODY_BYTES:
         raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
@@ -96,8 +97,11 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
                     raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
     except TimeoutError:
         # RFC 9110 section 15.5.9; the unread rest of the body makes the connection unusable.
-        raise ProblemError(408, f"the request body did not arrive within {BODY_TIMEOUT_SECONDS} s",
-                           headers={"Connection": "close"}) from None
+        raise ProblemError(
+            408,
+            f"the request body did not arrive within {BODY_TIMEOUT_SECONDS} s",
+            headers={"Connection": "close"},
+        ) from None
     if not body.strip():
         raise ProblemError(400, "request body is empty; send a JSON object")
     try:
@@ -132,7 +136,12 @@ def _if_match(request: Request, task_id: int) -> Versions:
     for tag in tags:
         task, _, digits = tag.strip('"').partition("-")
         version = _decimal(digits, 9)
-        if tag.startswith('"') and tag.endswith('"') and task == str(task_id) and version is not None:
+        if (
+            tag.startswith('"')
+            and tag.endswith('"')
+            and task == str(task_id)
+            and version is not None
+        ):
             versions.append(version)
     return versions
 

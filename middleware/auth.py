@@ -54,9 +54,7 @@ class AuthMiddleware:
             return
         token = bearer_token(headers)
         if token is None:
-            response = _problem(
-                401, "missing bearer token", {"WWW-Authenticate": "Bearer"}
-            )
+            response = _problem(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return
         try:

@@ -31,7 +31,8 @@ RETRY_FAILED_SECONDS = 30
 
 
 class JWKSKeys:
-    """Signing keys of the JWKS at `url`, by `kid`. Raises PyJWKClientError for a non-HTTP(S) url."""
+    """Signing keys of the JWKS at `url`, by `kid`. Raises PyJWKClientError for a non-HTTP(S)
+    url."""
 
     def __init__(self, url: str) -> None:
         self.url = url

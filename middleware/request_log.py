@@ -88,7 +88,11 @@ class RequestLogMiddleware:
             elapsed_ms = (time.perf_counter() - started) * 1000
             log.info(
                 "%s %s %d %.1fms request_id=%s",
-                scope["method"], scope["path"], status, elapsed_ms, request_id,
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed_ms,
+                request_id,
             )
 
 

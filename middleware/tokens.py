@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import jwt
 
 LEEWAY_SECONDS = 30
-USER_ID_CLAIMS = ("sub", "user_id", "userId", "id")  # docs/api.md: Authentication, the first present wins
+USER_ID_CLAIMS = (
+    "sub",
+    "user_id",
+    "userId",
+    "id",
+)  # docs/api.md: Authentication, the first present wins
 MAX_CLAIM_LENGTH = 255
 VERIFIED_SECONDS = 60  # longest a verified token is trusted without checking it again
 VERIFIED_MAX = 4096  # verified tokens remembered per process
@@ -91,8 +96,9 @@ def caller_from_claims(claims: dict) -> Caller:
             user_id = _clean(claims[claim])
             if user_id is None:
                 raise InvalidToken(f"claim {claim!r} is not a usable user id")
-            return Caller(user_id, _clean(claims.get("email")), _clean(claims.get("name")),
-                          claims.get("iat"))  # a NumericDate or absent: check_numeric_dates
+            return Caller(
+                user_id, _clean(claims.get("email")), _clean(claims.get("name")), claims.get("iat")
+            )  # a NumericDate or absent: check_numeric_dates
     raise InvalidToken("token names no user (sub, user_id, userId or id)")
 
 
@@ -109,8 +115,12 @@ class SecretVerifier:
 
     def claims(self, token: str) -> dict:
         """Verified claims of `token`; raises InvalidToken."""
-        return _decode(token, self._key, algorithms=list(self.algorithms),
-                       options={"require": ["exp"], "verify_aud": False})
+        return _decode(
+            token,
+            self._key,
+            algorithms=list(self.algorithms),
+            options={"require": ["exp"], "verify_aud": False},
+        )
 
 
 class JWKSVerifier:
@@ -135,8 +145,14 @@ class JWKSVerifier:
         key = await self._keys.key(kid)
         if key.algorithm_name not in self.algorithms:
             raise InvalidToken(f"key {kid!r} has an unaccepted algorithm")
-        return _decode(token, key.key, algorithms=[key.algorithm_name], issuer=self._issuer,
-                       audience=self._audience, options={"require": ["exp", "iss", "aud"]})
+        return _decode(
+            token,
+            key.key,
+            algorithms=[key.algorithm_name],
+            issuer=self._issuer,
+            audience=self._audience,
+            options={"require": ["exp", "iss", "aud"]},
+        )
 
 
 def make_verifier(secret: SecretVerifier | None, jwks: JWKSVerifier | None) -> Verifier:

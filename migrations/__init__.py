@@ -95,7 +95,6 @@ def _known(revision: str) -> bool:
         return False
 
 
-
 def include_object(dialect: str):
     """Autogenerate's object filter for `dialect` (env.py): an index declared for one dialect
     only (`ddl_if`, such as store.py's DESC NULLS LAST index on PostgreSQL) is not compared on

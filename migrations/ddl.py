@@ -21,16 +21,23 @@ def indexes(table: str) -> dict[str, bool]:
     """{index name: valid} of `table`'s indexes (invalid: a failed concurrent build's leftover),
     expression indexes included, primary key and unique constraints left out."""
     if dialect() == "sqlite":
-        found = op.get_bind().execute(text(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = :table"
-            " AND sql IS NOT NULL"), {"table": table})
+        found = op.get_bind().execute(
+            text(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = :table"
+                " AND sql IS NOT NULL"
+            ),
+            {"table": table},
+        )
         return {name: True for (name,) in found}
-    found = op.get_bind().execute(text(
-        "SELECT c.relname, i.indisvalid FROM pg_index i"
-        " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid"
-        " WHERE t.relname = :table AND t.relnamespace = current_schema()::regnamespace"
-        " AND NOT i.indisprimary AND c.relname NOT IN (SELECT conname FROM pg_constraint)"),
-        {"table": table})
+    found = op.get_bind().execute(
+        text(
+            "SELECT c.relname, i.indisvalid FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid"
+            " WHERE t.relname = :table AND t.relnamespace = current_schema()::regnamespace"
+            " AND NOT i.indisprimary AND c.relname NOT IN (SELECT conname FROM pg_constraint)"
+        ),
+        {"table": table},
+    )
     return dict(found.all())
 
 

@@ -44,8 +44,7 @@ log = logging.getLogger("alembic.env")
 
 
 def database_url() -> str:
-    url = (config.attributes.get("database_url") or os.getenv("DATABASE_URL")
-           or store.SQLITE_DEFAULT)
+    url = config.attributes.get("database_url") or os.getenv("DATABASE_URL") or store.SQLITE_DEFAULT
     return migrations.direct_url(url)
 
 
@@ -66,8 +65,7 @@ def stamp_if_legacy(connection: Connection) -> None:
 
 
 def run_sqlite(url: str) -> None:
-    engine = create_engine(url, poolclass=NullPool,
-                           connect_args={"timeout": SQLITE_WAIT_SECONDS})
+    engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": SQLITE_WAIT_SECONDS})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):
@@ -91,8 +89,7 @@ def wait_for_advisory_lock(connection: Connection) -> None:
     Concurrently)."""
     waited = False
     while True:
-        taken = connection.exec_driver_sql(
-            f"SELECT pg_try_advisory_lock({ADVISORY_LOCK})").scalar()
+        taken = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({ADVISORY_LOCK})").scalar()
         connection.commit()
         if taken:
             return
@@ -103,8 +100,11 @@ def wait_for_advisory_lock(connection: Connection) -> None:
 
 
 def run_postgresql(url: str) -> None:
-    engine = create_engine(url, poolclass=NullPool, connect_args={
-        "connect_timeout": 10, "application_name": "todo-api migrations"})
+    engine = create_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={"connect_timeout": 10, "application_name": "todo-api migrations"},
+    )
     with engine.connect() as connection:
         connection.exec_driver_sql("SET statement_timeout = 0")
         connection.exec_driver_sql(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
@@ -121,10 +121,14 @@ def run_postgresql(url: str) -> None:
                 if getattr(error.orig, "pgcode", None) != "55P03" or attempt == LOCK_ATTEMPTS:
                     raise  # 55P03 lock_not_available: the lock_timeout
                 connection.rollback()
-                log.warning("a lock was not granted within %s (attempt %d of %d): %s",
-                            LOCK_TIMEOUT, attempt, LOCK_ATTEMPTS, str(error.orig).splitlines()[0])
+                log.warning(
+                    "a lock was not granted within %s (attempt %d of %d): %s",
+                    LOCK_TIMEOUT,
+                    attempt,
+                    LOCK_ATTEMPTS,
+                    str(error.orig).splitlines()[0],
+                )
                 time.sleep(attempt)
-
 
 
 if context.is_offline_mode():

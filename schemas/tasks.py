@@ -5,8 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -73,33 +73,45 @@ Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
     AfterValidator(_no_nul),
-    WithJsonSchema({
-        "type": "string",
-        "pattern": TITLE_PATTERN,
-        "description": f"1-{TITLE_MAX} characters once leading and trailing whitespace is "
-        "trimmed (the trimmed title is stored); no NUL characters. Characters are Unicode code "
-        "points: compile the pattern with the `u` flag (JavaScript's `.length` and `maxlength` "
-        "count UTF-16 units, two for an emoji)",
-    }, mode="validation"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": TITLE_PATTERN,
+            "description": f"1-{TITLE_MAX} characters once leading and trailing whitespace is "
+            "trimmed (the trimmed title is stored); no NUL characters. Characters are Unicode code "
+            "points: compile the pattern with the `u` flag (JavaScript's `.length` and `maxlength` "
+            "count UTF-16 units, two for an emoji)",
+        },
+        mode="validation",
+    ),
 ]
 Description = Annotated[
     str,
     StringConstraints(max_length=DESCRIPTION_MAX),
     AfterValidator(_no_nul),
-    WithJsonSchema({
-        "type": "string",
-        "maxLength": DESCRIPTION_MAX,
-        "pattern": NO_NUL_PATTERN,
-        "description": f"at most {DESCRIPTION_MAX} characters, no NUL characters",
-    }, mode="validation"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": DESCRIPTION_MAX,
+            "pattern": NO_NUL_PATTERN,
+            "description": f"at most {DESCRIPTION_MAX} characters, no NUL characters",
+        },
+        mode="validation",
+    ),
 ]
 DueDate = Annotated[
     datetime,
     BeforeValidator(_due_date),
-    WithJsonSchema({
-        "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}],
-        "description": "ISO 8601 date (midnight UTC) or date-time (without an offset: UTC)",
-    }, mode="validation"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date"},
+                {"type": "string", "format": "date-time"},
+            ],
+            "description": "ISO 8601 date (midnight UTC) or date-time (without an offset: UTC)",
+        },
+        mode="validation",
+    ),
 ]
 UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
@@ -120,9 +132,11 @@ class TaskCreate(BaseModel):
     model_config = ConfigDict(
         strict=True,
         extra="ignore",
-        json_schema_extra={"examples": [
-            {"title": "Buy milk", "description": "2 litres", "due_date": "2030-01-31"},
-        ]},
+        json_schema_extra={
+            "examples": [
+                {"title": "Buy milk", "description": "2 litres", "due_date": "2030-01-31"},
+            ]
+        },
     )
 
     title: Title
@@ -159,11 +173,20 @@ class TaskPublic(BaseModel):
 
     model_config = ConfigDict(
         from_attributes=True,
-        json_schema_extra={"examples": [{
-            "id": 1, "title": "Buy milk", "description": "2 litres", "completed": False,
-            "due_date": "2030-01-31T00:00:00Z", "completed_at": None,
-            "created_at": "2026-01-05T09:30:00Z", "updated_at": "2026-01-05T09:30:00Z",
-        }]},
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "title": "Buy milk",
+                    "description": "2 litres",
+                    "completed": False,
+                    "due_date": "2030-01-31T00:00:00Z",
+                    "completed_at": None,
+                    "created_at": "2026-01-05T09:30:00Z",
+                    "updated_at": "2026-01-05T09:30:00Z",
+                }
+            ]
+        },
     )
 
     id: int
@@ -209,20 +232,25 @@ class ListQuery(BaseModel):
         "all", description="which tasks: all, only pending or only completed ones"
     )
     sort: Literal["created", "updated", "completed", "title", "due_date"] = Field(
-        "created", description="created: creation time; updated: last change; completed: "
+        "created",
+        description="created: creation time; updated: last change; completed: "
         "completion time; title: A-Z ignoring case; due_date: due date. Tasks without a due "
-        "date (or not completed) come last in either order"
+        "date (or not completed) come last in either order",
     )
     order: Literal["asc", "desc"] | None = Field(
-        None, description="default: desc for created, updated and completed (newest first), "
-        "asc for title and due_date"
+        None,
+        description="default: desc for created, updated and completed (newest first), "
+        "asc for title and due_date",
     )
     limit: int = Field(
-        default=LIMIT_MAX, ge=1, le=LIMIT_MAX,
-        description="page size; when more tasks follow, the Link header has rel=\"next\"",
+        default=LIMIT_MAX,
+        ge=1,
+        le=LIMIT_MAX,
+        description='page size; when more tasks follow, the Link header has rel="next"',
     )
     cursor: str | None = Field(
-        default=None, max_length=2048,
+        default=None,
+        max_length=2048,
         description="opaque position of the next page, from the Link header; bound to the "
         "user and to status, sort and order",
     )

@@ -37,8 +37,13 @@ class BetterAuthServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ, "PORT": str(self.port), "DATABASE_URL": database_url,
-            "BETTER_AUTH_SECRET": secret, "BETTER_AUTH_URL": self.url, "JWT_ALG": alg, **env,
+            **os.environ,
+            "PORT": str(self.port),
+            "DATABASE_URL": database_url,
+            "BETTER_AUTH_SECRET": secret,
+            "BETTER_AUTH_URL": self.url,
+            "JWT_ALG": alg,
+            **env,
         }
         self.process: subprocess.Popen | None = None
         # One keep-alive client for every call, which keeps no cookie: Better Auth refuses
@@ -48,8 +53,12 @@ class BetterAuthServer:
 
     def start(self) -> "BetterAuthServer":
         self.process = subprocess.Popen(
-            ["node", "server.mjs"], cwd=HARNESS, env=self.env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            ["node", "server.mjs"],
+            cwd=HARNESS,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         output = []
         for line in self.process.stdout:  # server.mjs prints READY <port> once listening
@@ -78,8 +87,11 @@ class BetterAuthServer:
         )
         response.raise_for_status()
         return Account(
-            id=response.json()["user"]["id"], email=email, name=name,
-            session=response.headers["set-auth-token"], cookies=dict(response.cookies),
+            id=response.json()["user"]["id"],
+            email=email,
+            name=name,
+            session=response.headers["set-auth-token"],
+            cookies=dict(response.cookies),
         )
 
     def token(self, account: Account) -> str:
@@ -111,8 +123,16 @@ def jose_hs256(secret: str, claims: dict, lifetime: int = 900) -> str:
     """An HS256 token signed by the Node `jose` library, as a Next.js route would sign it."""
     result = subprocess.run(
         # `--name=value`: a value starting with `-` would otherwise be read as an option.
-        ["node", "sign-hs256.mjs", f"--secret={secret}", f"--claims={json.dumps(claims)}",
-         f"--exp-seconds={lifetime}"],
-        cwd=HARNESS, capture_output=True, text=True, check=True,
+        [
+            "node",
+            "sign-hs256.mjs",
+            f"--secret={secret}",
+            f"--claims={json.dumps(claims)}",
+            f"--exp-seconds={lifetime}",
+        ],
+        cwd=HARNESS,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout.strip()

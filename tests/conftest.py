@@ -103,8 +103,13 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - requirements-dev.txt installs it
         sync_playwright = None
-    missing = "playwright is not installed" if sync_playwright is None else (
-        None if Path(CHROMIUM).exists() else f"{CHROMIUM} not found (apt-get install chromium)")
+    missing = (
+        "playwright is not installed"
+        if sync_playwright is None
+        else (
+            None if Path(CHROMIUM).exists() else f"{CHROMIUM} not found (apt-get install chromium)"
+        )
+    )
     if missing:
         if os.getenv("CI"):
             pytest.fail(f"{missing}: CI must run the browser tests")

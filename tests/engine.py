@@ -22,7 +22,9 @@ RECIPES = Path(__file__).parent / "images"
 LOCAL_CA = Path("/usr/local/share/ca-certificates")
 LOCK = Path(tempfile.gettempdir()) / "todo-api-test-images.lock"
 SBIN = ("/usr/sbin", "/sbin")
-ROOT_FS = "debootstrap --variant=minbase bookworm, without apt's caches"  # change with _import_debian
+ROOT_FS = (
+    "debootstrap --variant=minbase bookworm, without apt's caches"  # change with _import_debian
+)
 
 
 class EngineUnavailable(Exception):
@@ -34,8 +36,11 @@ def which(program: str) -> str | None:
     return shutil.which(program) or shutil.which(program, path=os.pathsep.join(SBIN))
 
 
-def run(*args: str, timeout: float = 600, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command, capturing text output; raises CalledProcessError (with the output) on failure."""
+def run(
+    *args: str, timeout: float = 600, check: bool = True, **kwargs
+) -> subprocess.CompletedProcess:
+    """Run a command, capturing text output; raises CalledProcessError (with the output) on
+    failure."""
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
         raise subprocess.CalledProcessError(result.returncode, args, result.stdout, result.stderr)
@@ -62,7 +67,8 @@ class Engine:
 
     @classmethod
     def start(cls, log_dir: Path) -> "Engine":
-        """The engine, starting `dockerd` if needed (its log in `log_dir`). Raises EngineUnavailable."""
+        """The engine, starting `dockerd` if needed (its log in `log_dir`). Raises
+        EngineUnavailable."""
         if not which("docker"):
             raise EngineUnavailable("the docker CLI is not installed (apt-get install docker.io)")
         compose = _compose_command()
@@ -75,7 +81,9 @@ class Engine:
             raise EngineUnavailable("no Docker daemon answers and only root may start dockerd here")
         log = log_dir / "dockerd.log"
         with log.open("wb") as out:
-            daemon = subprocess.Popen([dockerd], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            daemon = subprocess.Popen(
+                [dockerd], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and daemon.poll() is None:
             if answers():
@@ -98,7 +106,9 @@ def _compose_command() -> list[str]:
         return ["docker", "compose"]
     if which("docker-compose"):
         return ["docker-compose"]
-    raise EngineUnavailable("neither `docker compose` nor docker-compose is installed (apt-get install docker-compose)")
+    raise EngineUnavailable(
+        "neither `docker compose` nor docker-compose is installed (apt-get install docker-compose)"
+    )
 
 
 def image_exists(tag: str) -> bool:
@@ -120,7 +130,9 @@ def local_base_images() -> tuple[str, str]:
     Raises EngineUnavailable when debootstrap is missing; CalledProcessError when a step fails.
     """
     key = _recipe_key()
-    debian, python, postgres = (f"todo-api-test-{name}:{key}" for name in ("debian", "python", "postgres"))
+    debian, python, postgres = (
+        f"todo-api-test-{name}:{key}" for name in ("debian", "python", "postgres")
+    )
     with LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once make them once
         if image_exists(python) and image_exists(postgres):
@@ -133,7 +145,17 @@ def local_base_images() -> tuple[str, str]:
             if LOCAL_CA.is_dir():
                 shutil.copytree(LOCAL_CA, Path(context) / "ca-certificates", dirs_exist_ok=True)
             for tag, recipe in ((python, "python.Dockerfile"), (postgres, "postgres.Dockerfile")):
-                docker("build", "-q", "-t", tag, "-f", f"{context}/{recipe}", "--build-arg", f"BASE={debian}", context)
+                docker(
+                    "build",
+                    "-q",
+                    "-t",
+                    tag,
+                    "-f",
+                    f"{context}/{recipe}",
+                    "--build-arg",
+                    f"BASE={debian}",
+                    context,
+                )
         _remove_other_tags(key)
     return python, postgres
 
@@ -146,9 +168,15 @@ def _import_debian(tag: str) -> None:
     root = Path(tempfile.mkdtemp(prefix="todo-api-debian-"))
     try:
         run(debootstrap, "--variant=minbase", "bookworm", str(root), timeout=900)
-        for cached in [*(root / "var/cache/apt/archives").glob("*.deb"), *(root / "var/lib/apt/lists").glob("*_*")]:
-            cached.unlink()  # downloaded packages and package lists: the images' builds fetch their own
-        tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        for cached in [
+            *(root / "var/cache/apt/archives").glob("*.deb"),
+            *(root / "var/lib/apt/lists").glob("*_*"),
+        ]:
+            # downloaded packages and package lists: the images' builds fetch their own
+            cached.unlink()
+        tar = subprocess.Popen(
+            ["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE
+        )
         docker("import", "--change", 'CMD ["bash"]', "-", tag, stdin=tar.stdout)
         if tar.wait() != 0:
             raise subprocess.CalledProcessError(tar.returncode, tar.args)
@@ -159,9 +187,11 @@ def _import_debian(tag: str) -> None:
 def _remove_root(root: Path) -> None:
     """Delete a debootstrap target, first unmounting what an interrupted run left mounted in it
     (/proc, /sys, a bind-mounted /dev: deleting through those would reach the host's)."""
+
     def mounted() -> list[str]:
         points = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
         return [point for point in points if point.startswith(f"{root}/")]
+
     for point in reversed(mounted()):
         run("umount", "-l", point, check=False)
     if mounted():
@@ -172,7 +202,9 @@ def _remove_root(root: Path) -> None:
 def _remove_other_tags(key: str) -> None:
     """Forget base images made from an earlier recipe (their tags carry another key)."""
     for name in ("debian", "python", "postgres"):
-        listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", f"todo-api-test-{name}").stdout
+        listed = docker(
+            "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", f"todo-api-test-{name}"
+        ).stdout
         stale = [tag for tag in listed.split() if not tag.endswith(f":{key}")]
         if stale:
             docker("image", "rm", *stale, check=False)

@@ -15,9 +15,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
 
@@ -61,8 +61,7 @@ def _create_app():
         return importlib.import_module("app").create_app
 
 
-def make_app(env: Mapping[str, str], store: Store | None = None, migrate: bool = True
-             ) -> Starlette:
+def make_app(env: Mapping[str, str], store: Store | None = None, migrate: bool = True) -> Starlette:
     """app.py's application built from `env` (and `store`, see create_app), not started. Its
     database is migrated first, as the release step does (`migrate=False`: not)."""
     if migrate:
@@ -93,8 +92,9 @@ class _PortalTransport(httpx.BaseTransport):
         self.portal = portal
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        buffered = httpx.Request(request.method, request.url, headers=request.headers,
-                                 content=request.read())
+        buffered = httpx.Request(
+            request.method, request.url, headers=request.headers, content=request.read()
+        )
 
         async def send() -> httpx.Response:
             response = await self.asgi.handle_async_request(buffered)
@@ -198,10 +198,17 @@ def check_task_flow(api: Api) -> None:
     assert api.get(task["id"]).json() == task
     later = api.create({"title": "a later one", "due_date": "2031-01-01"}).json()
     assert [t["id"] for t in api.list(sort="due_date").json()] == [task["id"], later["id"]]
-    assert [t["id"] for t in api.list(sort="title", order="desc").json()] == [task["id"], later["id"]]
+    assert [t["id"] for t in api.list(sort="title", order="desc").json()] == [
+        task["id"],
+        later["id"],
+    ]
     stranger = Api(api.client, new_user(), api.family)
-    for response in (stranger.get(task["id"]), stranger.update(task["id"], {"title": "x"}),
-                     stranger.toggle(task["id"]), stranger.delete(task["id"])):
+    for response in (
+        stranger.get(task["id"]),
+        stranger.update(task["id"], {"title": "x"}),
+        stranger.toggle(task["id"]),
+        stranger.delete(task["id"]),
+    ):
         assert response.status_code == 404, response.text
     assert stranger.list().json() == []
     assert api.delete(later["id"]).status_code == 204
@@ -263,8 +270,15 @@ def wait_for_workers(server: AppServer, workers: int, timeout: float = 60) -> No
 
 # The browser tests: Debian's Chromium, driven by Playwright (conftest.py: browser).
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 15_000
 
@@ -277,8 +291,9 @@ def screenshot(page, name: str) -> None:
 
 def wait_for_no_app_connections(database: PostgresDatabase, timeout: float = 10) -> None:
     """Until the app's terminated backends on `database` have exited (their sockets closed)."""
-    sql = ("SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-           " AND application_name = 'todo-api'")
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'todo-api'"
+    )
     deadline = time.monotonic() + timeout
     while database._admin(sql, database.name) != [(0,)]:
         assert time.monotonic() < deadline, "terminated connections did not go away"
@@ -309,5 +324,11 @@ def instant(value: str) -> datetime:
 
 def bouncer_for(database: PostgresDatabase, pool_size: int) -> PgBouncer:
     url = make_url(database.url)
-    return PgBouncer(url.host or "127.0.0.1", url.port or 5432, url.database,
-                     url.username or "postgres", url.password, pool_size=pool_size).start()
+    return PgBouncer(
+        url.host or "127.0.0.1",
+        url.port or 5432,
+        url.database,
+        url.username or "postgres",
+        url.password,
+        pool_size=pool_size,
+    ).start()

@@ -50,8 +50,9 @@ def postgres_bin_dirs() -> list[str]:
     return [os.environ["PG_BINDIR"], *found] if os.getenv("PG_BINDIR") else found
 
 
-def connection_url(scheme: str, user: str, password: str, address: str, dbname: str,
-                   query: dict[str, str]) -> str:
+def connection_url(
+    scheme: str, user: str, password: str, address: str, dbname: str, query: dict[str, str]
+) -> str:
     """`scheme://user:password@address/dbname?query`, the password percent-encoded."""
     url = f"{scheme}://{user}:{quote(password, safe='')}@{address}/{dbname}"
     return f"{url}?{urlencode(query)}" if query else url
@@ -88,8 +89,13 @@ class _Process:
         hand_over(self.dir, self.owner)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, **self.owner,
+                command,
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **self.owner,
             )
 
     def _wait_until(self, ready, what: str) -> None:
@@ -125,10 +131,7 @@ class PostgresCluster(_Process):
     `todo` database. Its Unix socket (in `dir`) trusts everyone: set-up and checks only."""
 
     USER = DATABASE = "todo"
-    HBA = (
-        "local   all  all                trust\n"
-        "hostssl all  all  127.0.0.1/32  scram-sha-256\n"
-    )
+    HBA = "local   all  all                trust\nhostssl all  all  127.0.0.1/32  scram-sha-256\n"
 
     def __init__(self) -> None:
         initdb = require_program("initdb", *postgres_bin_dirs())
@@ -142,11 +145,42 @@ class PostgresCluster(_Process):
 
     def start(self) -> "PostgresCluster":
         try:
-            self._run([self.initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                       "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
-            self._run([self.openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                       "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                       "/CN=localhost", "-keyout", "server.key", "-out", "server.crt"])
+            self._run(
+                [
+                    self.initdb,
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "--no-instructions",
+                ]
+            )
+            self._run(
+                [
+                    self.openssl,
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.crt",
+                ]
+            )
             (self.dir / "server.key").chmod(0o600)
             (self.data / "pg_hba.conf").write_text(self.HBA)
             self._launch([self.postgres, "-D", str(self.data), *self._settings()])
@@ -192,8 +226,13 @@ class PostgresCluster(_Process):
 
     def admin(self, sql: str, *params) -> list[tuple]:
         """Run `sql` as superuser over the trusted Unix socket; the rows it returns."""
-        connection = psycopg2.connect(host=str(self.dir), port=self.port, user="postgres",
-                                      dbname="postgres", connect_timeout=5)
+        connection = psycopg2.connect(
+            host=str(self.dir),
+            port=self.port,
+            user="postgres",
+            dbname="postgres",
+            connect_timeout=5,
+        )
         connection.autocommit = True
         try:
             with connection.cursor() as cursor:
@@ -217,8 +256,15 @@ class PgBouncer(_Process):
 
     USER = DATABASE = "todo"
 
-    def __init__(self, host: str, port: int, dbname: str, server_user: str,
-                 server_password: str | None = None, pool_size: int = 3) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        dbname: str,
+        server_user: str,
+        server_password: str | None = None,
+        pool_size: int = 3,
+    ) -> None:
         self.program = require_program("pgbouncer", "/usr/sbin", "/usr/local/sbin")
         super().__init__("todo-pgbouncer-")
         self.port = free_port()
@@ -246,8 +292,9 @@ class PgBouncer(_Process):
         (self.dir / "userlist.txt").write_text(f'"{self.USER}" "{self.password}"\n')
         try:
             self._launch([self.program, str(self.dir / "pgbouncer.ini")])
-            self._wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), 1).close(),
-                             "pgbouncer")
+            self._wait_until(
+                lambda: socket.create_connection(("127.0.0.1", self.port), 1).close(), "pgbouncer"
+            )
         except BaseException:
             self.stop()
             raise

@@ -89,7 +89,7 @@ class RoundTripProxy:
                         with self._lock:
                             self.round_trips += 1
                             if kind == ord("Q"):  # psycopg2 sends every statement this way
-                                self.queries.append(buffer[5 : length].decode(errors="replace"))
+                                self.queries.append(buffer[5:length].decode(errors="replace"))
                     buffer = buffer[1 + length :]
                 if self.delay:
                     time.sleep(self.delay)

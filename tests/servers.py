@@ -45,8 +45,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-APP_VARIABLES = ("DATABASE_URL", "BETTER_AUTH_SECRET", "BETTER_AUTH_URL", "BETTER_AUTH_JWKS_URL",
-                 "CORS_ORIGINS", "LOG_LEVEL", "JWT_ISSUER", "JWT_AUDIENCE", "CURSOR_SECRET")
+APP_VARIABLES = (
+    "DATABASE_URL",
+    "BETTER_AUTH_SECRET",
+    "BETTER_AUTH_URL",
+    "BETTER_AUTH_JWKS_URL",
+    "CORS_ORIGINS",
+    "LOG_LEVEL",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "CURSOR_SECRET",
+)
 
 
 class AppServer:
@@ -56,9 +65,16 @@ class AppServer:
     Procfile's: `procfile_options()`). Its database is migrated first, as the release step does
     (`migrate=False`: not); `open_files` is the soft RLIMIT_NOFILE the server starts with."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None, cwd: Path = ROOT,
-                 app: str = "app:app", args: Sequence[str] = (), migrate: bool = True,
-                 open_files: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int | None = None,
+        cwd: Path = ROOT,
+        app: str = "app:app",
+        args: Sequence[str] = (),
+        migrate: bool = True,
+        open_files: int | None = None,
+    ) -> None:
         inherited = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
         self.env = {**inherited, **env}
         self.cwd = cwd
@@ -77,7 +93,10 @@ class AppServer:
         command = [sys.executable, "-m", "uvicorn", self.app, "--app-dir", str(ROOT)]
         self.process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(self.port), *self.args],
-            cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             preexec_fn=self._limit_open_files if self.open_files else None,
         )
         if wait:
@@ -122,10 +141,11 @@ class AppServer:
 def procfile_options() -> list[str]:
     """The uvicorn options of the Procfile's `web:` line but --host and --port (the limits it
     sets for production), so that tests run the server as deployed."""
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines()
-                if line.startswith("web:"))
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    )
     words = shlex.split(line.removeprefix("web:"))
-    options = words[words.index("app:app") + 1:]
+    options = words[words.index("app:app") + 1 :]
     kept = []
     for name, value in zip(options[::2], options[1::2]):
         if name not in ("--host", "--port"):

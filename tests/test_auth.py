@@ -11,7 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
 from tests.helpers import (
-    FRONTEND, FakeJWKS, assert_problem, in_process, rows, server_env, signed_payload,
+    FRONTEND,
+    FakeJWKS,
+    assert_problem,
+    in_process,
+    rows,
+    server_env,
+    signed_payload,
 )
 from tests.servers import AppServer
 from tests.users import SECRET, make_token, new_user
@@ -36,8 +42,7 @@ def call(client, authorization: str | None):
     return client.get("/api/tasks", headers=headers)
 
 
-@pytest.mark.parametrize("authorization", [None, "", "Basic dXNlcjpwYXNz", "Bearer",
-                                           "Token abc"])
+@pytest.mark.parametrize("authorization", [None, "", "Basic dXNlcjpwYXNz", "Bearer", "Token abc"])
 def test_missing_token_is_401_bearer(client, authorization):
     response = call(client, authorization)
     assert_problem(response, 401)
@@ -53,10 +58,19 @@ def numeric_date_tokens(user: str) -> dict[str, str]:
     for claim in ("exp", "nbf", "iat"):
         valid = later if claim == "exp" else now
         for name, value in {
-            "400 digits": "9" * 400, "minus 400 digits": "-" + "9" * 400, "1e400": "1e400",
-            "Infinity": "Infinity", "-Infinity": "-Infinity", "NaN": "NaN", "1e300": "1e300",
-            "a string of digits": f'"{valid}"', "true": "true", "false": "false", "null": "null",
-            "an array": f"[{valid}]", "past year 9999": "253402300800",
+            "400 digits": "9" * 400,
+            "minus 400 digits": "-" + "9" * 400,
+            "1e400": "1e400",
+            "Infinity": "Infinity",
+            "-Infinity": "-Infinity",
+            "NaN": "NaN",
+            "1e300": "1e300",
+            "a string of digits": f'"{valid}"',
+            "true": "true",
+            "false": "false",
+            "null": "null",
+            "an array": f"[{valid}]",
+            "past year 9999": "253402300800",
         }.items():
             claims = {"sub": json.dumps(user), "exp": str(later), claim: value}
             payload = "{" + ", ".join(f'"{k}": {v}' for k, v in claims.items()) + "}"
@@ -113,9 +127,14 @@ def test_invalid_tokens_are_401_invalid_token(client, name):
     assert client.get("/api/tasks", headers=user.headers).status_code == 200
 
 
-@pytest.mark.parametrize("token", [
-    "a" * 100_000, make_token({"sub": "user-big"}) + "a" * 100_000,
-], ids=["garbage", "valid token with a tail"])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "a" * 100_000,
+        make_token({"sub": "user-big"}) + "a" * 100_000,
+    ],
+    ids=["garbage", "valid token with a tail"],
+)
 def test_100_kb_authorization_header_is_401_from_the_app(client, token):
     """uvicorn's httptools parser (uvicorn[standard], as deployed) sets no header size limit, so
     the header reaches the app, which rejects it quickly like any invalid token (never a 500 or
@@ -135,8 +154,11 @@ def test_two_authorization_headers_are_400(server):
     for pair in ((mine.token, other.token), (mine.token, mine.token), (mine.token, "garbage")):
         headers = [("Authorization", f"Bearer {token}") for token in pair]
         with httpx.Client(base_url=server.url) as http:
-            for method, path in (("GET", "/api/tasks"), ("POST", "/api/tasks"),
-                                 ("GET", f"/api/{mine.id}/tasks")):
+            for method, path in (
+                ("GET", "/api/tasks"),
+                ("POST", "/api/tasks"),
+                ("GET", f"/api/{mine.id}/tasks"),
+            ):
                 response = http.request(method, path, headers=headers, json={"title": "t"})
                 assert_problem(response, 400)
     assert httpx.get(f"{server.url}/api/tasks", headers=mine.headers).json() == []
@@ -170,8 +192,13 @@ def test_sub_wins_over_other_id_claims(client):
 
 
 def test_401_applies_to_every_api_path(client):
-    for method, path in [("GET", "/api/tasks/1"), ("POST", "/api/tasks"), ("DELETE", "/api/x/tasks/1"),
-                         ("PATCH", "/api/tasks/1/complete"), ("GET", "/api/unknown")]:
+    for method, path in [
+        ("GET", "/api/tasks/1"),
+        ("POST", "/api/tasks"),
+        ("DELETE", "/api/x/tasks/1"),
+        ("PATCH", "/api/tasks/1/complete"),
+        ("GET", "/api/unknown"),
+    ]:
         response = client.request(method, path)
         assert_problem(response, 401)
 
@@ -189,7 +216,9 @@ def test_user_is_created_from_claims_and_refreshed(client, db):
     stored = rows(db, "SELECT email, name, created_at FROM users WHERE id = :id", id=user.id)
     assert [(r["email"], r["name"]) for r in stored] == [("first@example.org", "First")]
     renamed = make_token({"sub": user.id, "email": "second@example.org", "name": "Second"})
-    assert client.get("/api/tasks", headers={"Authorization": f"Bearer {renamed}"}).status_code == 200
+    assert (
+        client.get("/api/tasks", headers={"Authorization": f"Bearer {renamed}"}).status_code == 200
+    )
     again = rows(db, "SELECT email, name, created_at FROM users WHERE id = :id", id=user.id)
     assert [(r["email"], r["name"]) for r in again] == [("second@example.org", "Second")]
     assert again[0]["created_at"] == stored[0]["created_at"]
@@ -198,8 +227,12 @@ def test_user_is_created_from_claims_and_refreshed(client, db):
 def test_token_without_email_creates_user_with_null_email(client, db):
     user_id = f"no-email-{time.time_ns()}"
     token = make_token({"sub": user_id})
-    assert client.post("/api/tasks", json={"title": "t"},
-                       headers={"Authorization": f"Bearer {token}"}).status_code == 201
+    assert (
+        client.post(
+            "/api/tasks", json={"title": "t"}, headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+        == 201
+    )
     assert rows(db, "SELECT email, name FROM users WHERE id = :id", id=user_id) == [
         {"email": None, "name": None}
     ]
@@ -211,8 +244,12 @@ def test_email_held_by_another_user_is_not_a_500(client, db):
     assert client.get("/api/tasks", headers=first.headers).status_code == 200
     response = client.post("/api/tasks", json={"title": "t"}, headers=second.headers)
     assert response.status_code == 201
-    emails = rows(db, "SELECT id, email FROM users WHERE id IN (:a, :b) ORDER BY email",
-                  a=first.id, b=second.id)
+    emails = rows(
+        db,
+        "SELECT id, email FROM users WHERE id IN (:a, :b) ORDER BY email",
+        a=first.id,
+        b=second.id,
+    )
     assert {r["id"]: r["email"] for r in emails} == {first.id: shared, second.id: None}
 
 
@@ -237,15 +274,20 @@ def test_user_row_deleted_in_the_database_is_recreated(client, db):
     (the server's memory of stored users is only an optimisation)."""
     user = new_user()
     for round in range(3):
-        assert client.post("/api/tasks", json={"title": f"before {round}"},
-                           headers=user.headers).status_code == 201
+        assert (
+            client.post(
+                "/api/tasks", json={"title": f"before {round}"}, headers=user.headers
+            ).status_code
+            == 201
+        )
         with db.begin() as connection:
             connection.execute(text("DELETE FROM tasks WHERE user_id = :id"), {"id": user.id})
             connection.execute(text("DELETE FROM users WHERE id = :id"), {"id": user.id})
         created = client.post("/api/tasks", json={"title": "after"}, headers=user.headers)
         assert created.status_code == 201, created.text
         assert [t["title"] for t in client.get("/api/tasks", headers=user.headers).json()] == [
-            "after"]
+            "after"
+        ]
         stored = rows(db, "SELECT email, name FROM users WHERE id = :id", id=user.id)
         assert stored == [{"email": f"{user.id}@example.com", "name": "Test User"}]
         with db.begin() as connection:  # the next round starts from a task of a stored user
@@ -293,11 +335,19 @@ def test_broken_jwks_is_503_never_500(tmp_path, caplog):
     Retry-After (docs/api.md: Authentication), HS256 tokens keep working, and a repaired JWKS is
     used at once, without a restart."""
     key = Ed25519PrivateKey.generate()
-    jwk = {**jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key(), as_dict=True),
-           "kid": "k1", "alg": "EdDSA", "use": "sig"}
+    jwk = {
+        **jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key(), as_dict=True),
+        "kid": "k1",
+        "alg": "EdDSA",
+        "use": "sig",
+    }
     now = int(time.time())
-    token = jwt.encode({"sub": "user-jwks", "iss": FRONTEND, "aud": FRONTEND, "iat": now,
-                        "exp": now + 600}, key, algorithm="EdDSA", headers={"kid": "k1"})
+    token = jwt.encode(
+        {"sub": "user-jwks", "iss": FRONTEND, "aud": FRONTEND, "iat": now, "exp": now + 600},
+        key,
+        algorithm="EdDSA",
+        headers={"kid": "k1"},
+    )
     broken = {
         "not JSON": (200, b"<html>sign in</html>"),
         "alg not a string": (200, json.dumps({"keys": [{**jwk, "alg": ["EdDSA"]}]}).encode()),

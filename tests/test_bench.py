@@ -11,8 +11,8 @@ import sys
 import httpx
 
 from bench import harness, report
-from tests.users import new_user
 from tests.servers import ROOT, AppServer
+from tests.users import new_user
 
 
 def test_bench_runs_at_toy_sizes(postgres_admin_url, tmp_path):
@@ -20,13 +20,26 @@ def test_bench_runs_at_toy_sizes(postgres_admin_url, tmp_path):
     kept = f"{report.ANALYSIS_START}\nhand-written notes\n{report.ANALYSIS_END}"
     output.write_text(f"old figures\n{kept}\n")
     env = {
-        **os.environ, "BENCH_DATABASE_URL": postgres_admin_url, "BENCH_OUTPUT": str(output),
-        "BENCH_SECTIONS": "roundtrips,latency,scale", "BENCH_LATENCY_REQUESTS": "3",
-        "BENCH_LATENCY_REQUESTS_DELAYED": "2", "BENCH_DELAY_MS": "5", "BENCH_SCALE_TASKS": "2000",
-        "BENCH_SCALE_USERS": "20", "BENCH_SCALE_BIG_USER_TASKS": "500", "BENCH_SCALE_REQUESTS": "2",
+        **os.environ,
+        "BENCH_DATABASE_URL": postgres_admin_url,
+        "BENCH_OUTPUT": str(output),
+        "BENCH_SECTIONS": "roundtrips,latency,scale",
+        "BENCH_LATENCY_REQUESTS": "3",
+        "BENCH_LATENCY_REQUESTS_DELAYED": "2",
+        "BENCH_DELAY_MS": "5",
+        "BENCH_SCALE_TASKS": "2000",
+        "BENCH_SCALE_USERS": "20",
+        "BENCH_SCALE_BIG_USER_TASKS": "500",
+        "BENCH_SCALE_REQUESTS": "2",
     }
-    done = subprocess.run([sys.executable, "-m", "bench"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert re.search(r"\| round trips \| list \(GET\) +\| 1 · 1 +\| 1 +\| yes", done.stdout)
     assert re.search(r"\| latency +\| GET /api/tasks/\{id\} .*; 5 ms: p50 \d+\.\d", done.stdout)
@@ -38,8 +51,14 @@ def test_bench_runs_at_toy_sizes(postgres_admin_url, tmp_path):
 
 def test_wrk_missing_is_explained(tmp_path):
     env = {**os.environ, "PATH": str(tmp_path), "BENCH_SECTIONS": "throughput"}
-    done = subprocess.run([sys.executable, "-m", "bench"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "apt-get install wrk" in done.stderr
 
 

@@ -92,10 +92,16 @@ def test_jwt_plugin_tokens_run_the_whole_flow(stack):
             assert header_of(token)["alg"] == stack.auth.env["JWT_ALG"]
             task_flow(stack, token)
             task_flow(stack, token, prefix=f"/api/{account.id}")
-    users = rows_of(stack, "SELECT id, email, name FROM users WHERE id IN (:a, :b) ORDER BY name",
-                    a=alice.id, b=bob.id)
-    assert users == [{"id": alice.id, "email": alice.email, "name": "Alice"},
-                     {"id": bob.id, "email": bob.email, "name": "Bob"}]
+    users = rows_of(
+        stack,
+        "SELECT id, email, name FROM users WHERE id IN (:a, :b) ORDER BY name",
+        a=alice.id,
+        b=bob.id,
+    )
+    assert users == [
+        {"id": alice.id, "email": alice.email, "name": "Alice"},
+        {"id": bob.id, "email": bob.email, "name": "Bob"},
+    ]
 
 
 def test_better_auth_users_are_isolated(stack):
@@ -173,8 +179,13 @@ def hs256_with_key(key: bytes, header: dict, claims: dict) -> str:
 
 def forged_claims(stack: Stack, user_id: str) -> dict:
     now = int(time.time())
-    return {"sub": user_id, "iss": stack.auth.url, "aud": stack.auth.url,
-            "iat": now, "exp": now + 600}
+    return {
+        "sub": user_id,
+        "iss": stack.auth.url,
+        "aud": stack.auth.url,
+        "iat": now,
+        "exp": now + 600,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +198,9 @@ def test_hs256_signed_with_the_public_key_is_401(rs256):
     assert rs256.call("GET", "/api/tasks", rs256.auth.token(account)).status_code == 200
     jwk = rs256.auth.jwks()["keys"][0]
     public_key = jwt.PyJWK(jwk).key
-    pem = public_key.public_bytes(serialization.Encoding.PEM,
-                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     claims = forged_claims(rs256, account.id)
     for key in (pem, json.dumps(jwk).encode(), pem.strip()):
         for header in ({"alg": "HS256"}, {"alg": "HS256", "kid": jwk["kid"]}):
@@ -262,8 +274,12 @@ def test_jwks_only_deployment(postgres_admin_url):
     require_node_harness()
     database = PostgresDatabase(postgres_admin_url)
     auth = BetterAuthServer(database.url, SECRET, "EdDSA")
-    env = server_env(database.url, BETTER_AUTH_URL=auth.url,
-                     BETTER_AUTH_JWKS_URL=f"{auth.url}/api/auth/jwks", BETTER_AUTH_SECRET="")
+    env = server_env(
+        database.url,
+        BETTER_AUTH_URL=auth.url,
+        BETTER_AUTH_JWKS_URL=f"{auth.url}/api/auth/jwks",
+        BETTER_AUTH_SECRET="",
+    )
     api = AppServer(env).start(wait=False)
     auth.start()
     api.wait_ready()

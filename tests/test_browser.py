@@ -138,33 +138,45 @@ def test_frontend_page_manages_tasks_across_origins(page, frontend, api_server):
     assert page.console_errors == []
 
 
-def test_credentialed_fetch_passes_the_preflight_and_a_cookie_alone_is_401(page, frontend, api_server):
+def test_credentialed_fetch_passes_the_preflight_and_a_cookie_alone_is_401(
+    page, frontend, api_server
+):
     """A frontend whose fetch sends `credentials: "include"` (cookies and all) works: Chromium
     requires Access-Control-Allow-Credentials on the preflight and the answer. The browser
     sends a cookie holding a valid token along (localhost:3000 and localhost:PORT are the same
     site), and without the Authorization header that is still a 401."""
     user = new_user()
     api = f"http://localhost:{api_server.port}"
-    page.context.add_cookies([
-        {"name": name, "value": user.token, "domain": "localhost", "path": "/"}
-        for name in ("better-auth.session_token", "token")
-    ])
+    page.context.add_cookies(
+        [
+            {"name": name, "value": user.token, "domain": "localhost", "path": "/"}
+            for name in ("better-auth.session_token", "token")
+        ]
+    )
     page.goto(app_url(frontend, api, new_user().token))  # the page's own calls work too
     expect(page.locator("#status")).to_have_text("0 tasks")
     sent_cookies = []
-    page.on("request", lambda request: request.url.startswith(api) and request.method != "OPTIONS"
-            and sent_cookies.append(request.all_headers().get("cookie", "")))
+    page.on(
+        "request",
+        lambda request: (
+            request.url.startswith(api)
+            and request.method != "OPTIONS"
+            and sent_cookies.append(request.all_headers().get("cookie", ""))
+        ),
+    )
     answers = page.evaluate(
         """async ([api, token]) => {
             const call = async (init) => {
                 const response = await fetch(api + "/api/tasks", {credentials: "include", ...init});
                 return [response.status, await response.json()];
             };
-            const created = await call({method: "POST", body: JSON.stringify({title: "with credentials"}),
+            const created = await call({method: "POST",
+                body: JSON.stringify({title: "with credentials"}),
                 headers: {Authorization: "Bearer " + token, "Content-Type": "application/json"}});
             const listed = await call({headers: {Authorization: "Bearer " + token}});
             const cookieOnly = await call({});
-            const cookieOnlyPost = await call({method: "POST", body: JSON.stringify({title: "cookie"}),
+            const cookieOnlyPost = await call({method: "POST",
+                body: JSON.stringify({title: "cookie"}),
                 headers: {"Content-Type": "application/json"}});
             return {created, listed, cookieOnly, cookieOnlyPost};
         }""",
@@ -192,7 +204,8 @@ def test_page_from_another_origin_is_refused_by_the_browser(page, foreign_site, 
     expect(page.locator("#status")).to_have_text(re.compile(r"^TypeError: "))
     expect(page.locator("#tasks li")).to_have_count(0)
     rejection = page.evaluate(
-        """([api, token]) => fetch(api + "/api/tasks", {headers: {Authorization: "Bearer " + token}})
+        """([api, token]) =>
+            fetch(api + "/api/tasks", {headers: {Authorization: "Bearer " + token}})
             .then(response => "answered " + response.status, error => error.name)""",
         [api_server.url, user.token],
     )
@@ -208,8 +221,11 @@ def test_docs_page_renders_every_operation_and_tries_one(page, api_server):
     page.goto(f"{api_server.url}/docs")
     operations = page.locator(".opblock")
     expect(operations).to_have_count(sum(len(item) for item in spec["paths"].values()))
-    shown = set(page.locator(".opblock-summary-path").evaluate_all(
-        "nodes => nodes.map(node => node.dataset.path)"))
+    shown = set(
+        page.locator(".opblock-summary-path").evaluate_all(
+            "nodes => nodes.map(node => node.dataset.path)"
+        )
+    )
     assert shown == set(spec["paths"])
     for path in ("/api/tasks/{task_id}/complete", "/api/{user_id}/tasks"):
         expect(page.locator(f'.opblock-summary-path[data-path="{path}"]').first).to_be_visible()

@@ -42,8 +42,8 @@ def test_concurrent_toggles_lose_no_update(client, family):
 
 
 def test_parallel_updates_of_different_fields_all_survive(client, family):
-    """An update is one `UPDATE ... SET` of only the members sent (docs/api.md: Validation), so parallel
-    updates of different fields of one task never undo each other."""
+    """An update is one `UPDATE ... SET` of only the members sent (docs/api.md: Validation), so
+    parallel updates of different fields of one task never undo each other."""
     api = Api(client, new_user(), family)
     task = api.new_task()
     values = {
@@ -55,8 +55,13 @@ def test_parallel_updates_of_different_fields_all_survive(client, family):
     copies = 3  # each field sent three times per round, with the same value
     for n in range(8):
         bodies = [{field: value(n)} for field, value in values.items()] * copies
-        responses = in_parallel(client, len(bodies), lambda http, i: Api(
-            http, api.user, family).update(task["id"], bodies[i], method="PATCH"))
+        responses = in_parallel(
+            client,
+            len(bodies),
+            lambda http, i: Api(http, api.user, family).update(
+                task["id"], bodies[i], method="PATCH"
+            ),
+        )
         assert [r.status_code for r in responses] == [200] * len(bodies)
         stored = api.get(task["id"]).json()
         assert stored["title"] == values["title"](n)
@@ -71,6 +76,7 @@ WRITER_PROCESSES, WRITERS_PER_PROCESS, WRITES = 4, 25, 10
 def _writers(url: str) -> list[int]:
     """WRITERS_PER_PROCESS clients writing at once, each a new user: its row, then tasks
     created (with an Idempotency-Key), toggled and changed; the statuses they got."""
+
     def write(n: int) -> list[int]:
         with httpx.Client(base_url=url, timeout=60) as http:
             api = Api(http, new_user(), "AB"[n % 2])
@@ -80,13 +86,18 @@ def _writers(url: str) -> list[int]:
                 statuses.append(created.status_code)
                 if created.status_code == 201:
                     task_id = created.json()["id"]
-                    statuses += [api.toggle(task_id).status_code,
-                                 api.update(task_id, {"title": "u"}, method="PATCH").status_code]
+                    statuses += [
+                        api.toggle(task_id).status_code,
+                        api.update(task_id, {"title": "u"}, method="PATCH").status_code,
+                    ]
             return statuses
 
     with ThreadPoolExecutor(WRITERS_PER_PROCESS) as pool:
-        return [status for statuses in pool.map(write, range(WRITERS_PER_PROCESS))
-                for status in statuses]
+        return [
+            status
+            for statuses in pool.map(write, range(WRITERS_PER_PROCESS))
+            for status in statuses
+        ]
 
 
 def test_100_concurrent_writers_on_sqlite_get_no_503(tmp_path):
@@ -97,8 +108,9 @@ def test_100_concurrent_writers_on_sqlite_get_no_503(tmp_path):
     try:
         # fork: the children sign tokens with this process's test secret
         with multiprocessing.get_context("fork").Pool(WRITER_PROCESSES) as pool:
-            statuses = [s for part in pool.map(_writers, [server.url] * WRITER_PROCESSES)
-                        for s in part]
+            statuses = [
+                s for part in pool.map(_writers, [server.url] * WRITER_PROCESSES) for s in part
+            ]
         counts = {status: statuses.count(status) for status in set(statuses)}
         writers = WRITER_PROCESSES * WRITERS_PER_PROCESS
         assert counts == {201: writers * WRITES, 200: 2 * writers * WRITES}, counts

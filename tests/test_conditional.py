@@ -14,8 +14,11 @@ def test_every_single_task_response_has_an_etag_that_changes(api):
     task_id = created.json()["id"]
     assert api.get(task_id).headers["etag"] == etag
     seen = {etag}
-    for change in (lambda: api.update(task_id, {"title": "u"}), lambda: api.toggle(task_id),
-                   lambda: api.update(task_id, {"description": "d"}, method="PATCH")):
+    for change in (
+        lambda: api.update(task_id, {"title": "u"}),
+        lambda: api.toggle(task_id),
+        lambda: api.update(task_id, {"description": "d"}, method="PATCH"),
+    ):
         response = change()
         assert response.headers["etag"] not in seen
         seen.add(response.headers["etag"])
@@ -50,8 +53,9 @@ def test_if_none_match_on_the_list(api):
     api.update(task_id, {"description": "changed, same tasks"})
     changed = api.request("GET", api.path(), headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag
-    other_query = api.request("GET", api.path(), params={"status": "completed"},
-                              headers={"If-None-Match": etag})
+    other_query = api.request(
+        "GET", api.path(), params={"status": "completed"}, headers={"If-None-Match": etag}
+    )
     assert other_query.status_code == 200
 
 
@@ -79,21 +83,28 @@ def test_if_match_forms(api):
     etag, task_id = created.headers["etag"], created.json()["id"]
     for form in (lambda tag: f'"0-0", {tag}', lambda tag: "*", lambda tag: tag):
         header = form(etag)
-        response = api.request("PATCH", api.path(task_id, "/complete"), headers={"If-Match": header})
+        response = api.request(
+            "PATCH", api.path(task_id, "/complete"), headers={"If-Match": header}
+        )
         assert response.status_code == 200, header
         etag = response.headers["etag"]
     for header in (f"W/{etag}", '"garbage"', etag.replace('"', "")):
-        response = api.request("PATCH", api.path(task_id, "/complete"), headers={"If-Match": header})
+        response = api.request(
+            "PATCH", api.path(task_id, "/complete"), headers={"If-Match": header}
+        )
         assert response.status_code == 412, header
     other = api.new_task()
     foreign_etag = api.get(other["id"]).headers["etag"]
-    assert api.update(task_id, {"title": "x"}, headers={"If-Match": foreign_etag}).status_code == 412
+    assert (
+        api.update(task_id, {"title": "x"}, headers={"If-Match": foreign_etag}).status_code == 412
+    )
 
 
 def test_if_match_delete(api):
     created = api.create({"title": "t"})
-    response = api.request("DELETE", api.path(created.json()["id"]),
-                           headers={"If-Match": created.headers["etag"]})
+    response = api.request(
+        "DELETE", api.path(created.json()["id"]), headers={"If-Match": created.headers["etag"]}
+    )
     assert response.status_code == 204
 
 

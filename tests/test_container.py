@@ -59,22 +59,49 @@ class Stack:
     """A compose `file` brought up by `engine` in `directory` (a copy of the checkout) under a
     project name of its own, with `env` (plus `extra`) as the whole environment."""
 
-    def __init__(self, engine: Engine, directory: Path, env: dict[str, str], secret: str,
-                 file: str = "compose.yaml", **extra: str):
+    def __init__(
+        self,
+        engine: Engine,
+        directory: Path,
+        env: dict[str, str],
+        secret: str,
+        file: str = "compose.yaml",
+        **extra: str,
+    ):
         self.engine, self.directory, self.secret, self.file = engine, directory, secret, file
-        self.env = {**env, "COMPOSE_PROJECT_NAME": f"todotest{uuid.uuid4().hex[:8]}",
-                    "API_PORT": str(free_port()), **extra}
+        self.env = {
+            **env,
+            "COMPOSE_PROJECT_NAME": f"todotest{uuid.uuid4().hex[:8]}",
+            "API_PORT": str(free_port()),
+            **extra,
+        }
         self.project = self.env["COMPOSE_PROJECT_NAME"]
         self.url = f"http://127.0.0.1:{self.env['API_PORT']}"
 
-    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        return run(*self.engine.compose, "-f", self.file, *args, cwd=self.directory, env=self.env,
-                   timeout=timeout, check=check)
+    def compose(
+        self, *args: str, timeout: float = 600, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        return run(
+            *self.engine.compose,
+            "-f",
+            self.file,
+            *args,
+            cwd=self.directory,
+            env=self.env,
+            timeout=timeout,
+            check=check,
+        )
 
     def inspect(self, service: str) -> dict:
         """`docker inspect` of the service's (single) container, running or exited."""
-        ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
-                     "--filter", f"label=com.docker.compose.service={service}").stdout.split()
+        ids = docker(
+            "ps",
+            "-aq",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+        ).stdout.split()
         assert len(ids) == 1, f"{service}: containers {ids}"
         return json.loads(docker("inspect", ids[0]).stdout)[0]
 
@@ -104,7 +131,8 @@ class Stack:
 
 
 def checkout_copy(target: Path) -> Path:
-    """The files a fresh clone would have, plus the untracked ones not ignored (work in progress)."""
+    """The files a fresh clone would have, plus the untracked ones not ignored (work in
+    progress)."""
     listed = run("git", "ls-files", "-z", "-co", "--exclude-standard", cwd=ROOT).stdout
     for name in filter(None, listed.split("\0")):
         source = ROOT / name
@@ -122,7 +150,10 @@ def psql(container: str, user: str, sql: str) -> str:
 
 def wait_for_postgres(container: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while docker("exec", container, "pg_isready", "-q", "-h", "127.0.0.1", check=False).returncode != 0:
+    while (
+        docker("exec", container, "pg_isready", "-q", "-h", "127.0.0.1", check=False).returncode
+        != 0
+    ):
         assert time.monotonic() < deadline, docker("logs", container, check=False).stderr
         time.sleep(1)
 
@@ -135,10 +166,20 @@ def clone(engine, base_images, tmp_path_factory) -> tuple[Path, dict[str, str], 
     secret that .env holds."""
     directory = checkout_copy(tmp_path_factory.mktemp("clone"))
     run("make", "--no-print-directory", ".env", cwd=directory)
-    secret = re.search(r"^BETTER_AUTH_SECRET=(.+)$", (directory / ".env").read_text(), re.M).group(1)
-    outside = {name: value for name, value in os.environ.items()
-               if name not in APP_VARIABLES + COMPOSE_VARIABLES and not name.startswith("COMPOSE_")}
-    env = {**outside, "PYTHON_IMAGE": base_images[0], "POSTGRES_IMAGE": base_images[1], "API_IMAGE": API_IMAGE}
+    secret = re.search(r"^BETTER_AUTH_SECRET=(.+)$", (directory / ".env").read_text(), re.M).group(
+        1
+    )
+    outside = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in APP_VARIABLES + COMPOSE_VARIABLES and not name.startswith("COMPOSE_")
+    }
+    env = {
+        **outside,
+        "PYTHON_IMAGE": base_images[0],
+        "POSTGRES_IMAGE": base_images[1],
+        "API_IMAGE": API_IMAGE,
+    }
     return directory, env, secret
 
 
@@ -149,7 +190,10 @@ def api_image(engine, clone) -> str:
     started = time.monotonic()
     Stack(engine, *clone).compose("build", "api")
     print(f"image built in {time.monotonic() - started:.0f} s")
-    if previous and previous != docker("image", "inspect", "-f", "{{.Id}}", API_IMAGE).stdout.strip():
+    if (
+        previous
+        and previous != docker("image", "inspect", "-f", "{{.Id}}", API_IMAGE).stdout.strip()
+    ):
         docker("image", "rm", previous, check=False)  # the last run's image, now untagged
     return API_IMAGE
 
@@ -165,10 +209,13 @@ def stack(engine, clone, api_image):
 
 
 def test_image_is_small_runs_as_non_root_and_holds_no_secret(stack, base_images, api_image):
-    size, base = (docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip()
-                  for tag in (api_image, base_images[0]))
+    size, base = (
+        docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip()
+        for tag in (api_image, base_images[0])
+    )
     added = (int(size) - int(base)) / 1e6
-    print(f"image {int(size) / 1e6:.0f} MB: base {int(base) / 1e6:.0f} MB + the project's {added:.0f} MB")
+    base_mb = int(base) / 1e6
+    print(f"image {int(size) / 1e6:.0f} MB: base {base_mb:.0f} MB + the project's {added:.0f} MB")
     assert added < 150
     assert stack.inspect("api")["Config"]["User"] == "app:app"
     assert stack.exec("api", "id", "-u").stdout.strip() != "0"
@@ -205,7 +252,10 @@ def test_tasks_survive_a_restart_and_down_stops_within_10_s(stack):
     user = f"restart-{uuid.uuid4().hex}"
     headers = {"Authorization": f"Bearer {stack.token(user)}"}
     for title in ("Water the plants", "Renew passport"):
-        assert httpx.post(f"{stack.url}/api/tasks", json={"title": title}, headers=headers).status_code == 201
+        assert (
+            httpx.post(f"{stack.url}/api/tasks", json={"title": title}, headers=headers).status_code
+            == 201
+        )
     before = httpx.get(f"{stack.url}/api/tasks", headers=headers).json()
 
     started = time.monotonic()
@@ -230,16 +280,33 @@ def test_image_honours_port(stack, api_image):
     """The image alone, as a platform runs it, with PORT set: its HEALTHCHECK follows PORT, and
     without DATABASE_URL it migrates and serves the embedded SQLite file in /data."""
     host_port = free_port()
-    container = docker("run", "-d", "-e", "PORT=9123", "-e", f"BETTER_AUTH_SECRET={stack.secret}",
-                       "-p", f"127.0.0.1:{host_port}:9123", api_image).stdout.strip()
+    container = docker(
+        "run",
+        "-d",
+        "-e",
+        "PORT=9123",
+        "-e",
+        f"BETTER_AUTH_SECRET={stack.secret}",
+        "-p",
+        f"127.0.0.1:{host_port}:9123",
+        api_image,
+    ).stdout.strip()
     try:
         deadline = time.monotonic() + 90
-        while docker("inspect", "-f", "{{.State.Health.Status}}", container).stdout.strip() != "healthy":
+        while (
+            docker("inspect", "-f", "{{.State.Health.Status}}", container).stdout.strip()
+            != "healthy"
+        ):
             assert time.monotonic() < deadline, docker("logs", container, check=False).stderr
             time.sleep(1)
         assert httpx.get(f"http://127.0.0.1:{host_port}/ready").status_code == 200
         headers = {"Authorization": f"Bearer {stack.token('port-user')}"}
-        assert httpx.post(f"http://127.0.0.1:{host_port}/api/tasks", json={"title": "t"}, headers=headers).status_code == 201
+        assert (
+            httpx.post(
+                f"http://127.0.0.1:{host_port}/api/tasks", json={"title": "t"}, headers=headers
+            ).status_code
+            == 201
+        )
         assert "todo.db" in docker("exec", container, "ls", "/data").stdout
         started = time.monotonic()
         docker("stop", container)
@@ -252,20 +319,42 @@ def test_image_honours_port(stack, api_image):
 def test_neon_file_runs_the_api_alone_on_database_url(engine, clone, base_images, api_image):
     """compose.neon.yaml on an outside PostgreSQL (a container of its own, reached through the
     engine's gateway as a hosted database would be through the internet)."""
-    gateway = docker("network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
+    gateway = docker(
+        "network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"
+    ).stdout.strip()
     port, password = free_port(), secrets.token_hex(16)
-    database = docker("run", "-d", "-e", "POSTGRES_USER=alice", "-e", f"POSTGRES_PASSWORD={password}",
-                      "-e", "POSTGRES_DB=todo", "-p", f"{gateway}:{port}:5432", base_images[1]).stdout.strip()
-    stack = Stack(engine, *clone, file="compose.neon.yaml",
-                  DATABASE_URL=f"postgresql://alice:{password}@{gateway}:{port}/todo")
+    database = docker(
+        "run",
+        "-d",
+        "-e",
+        "POSTGRES_USER=alice",
+        "-e",
+        f"POSTGRES_PASSWORD={password}",
+        "-e",
+        "POSTGRES_DB=todo",
+        "-p",
+        f"{gateway}:{port}:5432",
+        base_images[1],
+    ).stdout.strip()
+    stack = Stack(
+        engine,
+        *clone,
+        file="compose.neon.yaml",
+        DATABASE_URL=f"postgresql://alice:{password}@{gateway}:{port}/todo",
+    )
     try:
         assert stack.compose("config", "--services").stdout.split() == ["migrate", "api"]
         wait_for_postgres(database)
         stack.up()
         user = f"neon-{uuid.uuid4().hex}"
         headers = {"Authorization": f"Bearer {stack.token(user)}"}
-        assert httpx.post(f"{stack.url}/api/tasks", json={"title": "t"}, headers=headers).status_code == 201
-        assert psql(database, "alice", f"SELECT count(*) FROM tasks WHERE user_id = '{user}'") == "1"
+        assert (
+            httpx.post(f"{stack.url}/api/tasks", json={"title": "t"}, headers=headers).status_code
+            == 201
+        )
+        assert (
+            psql(database, "alice", f"SELECT count(*) FROM tasks WHERE user_id = '{user}'") == "1"
+        )
     finally:
         stack.compose("down", "-v", check=False)
         docker("rm", "-f", "-v", database, check=False)
@@ -275,9 +364,16 @@ def test_neon_file_runs_the_api_alone_on_database_url(engine, clone, base_images
 
 
 def test_compose_files_and_env_example_agree_on_variable_names():
-    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    documented = set(
+        re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M)
+    )
     read_by_app = set()
-    for module in [ROOT / "app.py", ROOT / "store.py", *ROOT.glob("middleware/*.py"), *ROOT.glob("handlers/*.py")]:
+    for module in [
+        ROOT / "app.py",
+        ROOT / "store.py",
+        *ROOT.glob("middleware/*.py"),
+        *ROOT.glob("handlers/*.py"),
+    ]:
         read_by_app |= set(re.findall(r"getenv\(\"(\w+)\"", module.read_text()))
     assert read_by_app <= documented
     for name in ("compose.yaml", "compose.neon.yaml"):

@@ -35,7 +35,9 @@ def test_other_origin_gets_no_allow_origin(client):
 
 def test_actual_requests_carry_cors_headers_even_on_errors(client):
     user = new_user()
-    ok = client.post("/api/tasks", json={"title": "x"}, headers={"Origin": FRONTEND, **user.headers})
+    ok = client.post(
+        "/api/tasks", json={"title": "x"}, headers={"Origin": FRONTEND, **user.headers}
+    )
     assert ok.headers["access-control-allow-origin"] == FRONTEND
     assert "location" in ok.headers["access-control-expose-headers"].lower()
     unauthorized = client.get("/api/tasks", headers={"Origin": FRONTEND})
@@ -63,13 +65,19 @@ def test_a_cookie_alone_never_authenticates(client):
     """Credentials mode grants no ambient authority: only the Authorization header counts, so
     a cookie holding a valid token (or Better Auth's session cookies) is a 401."""
     user = new_user()
-    cookies = {"better-auth.session_token": user.token, "better-auth.session_data": user.token,
-               "token": user.token, "Authorization": f"Bearer {user.token}"}
+    cookies = {
+        "better-auth.session_token": user.token,
+        "better-auth.session_data": user.token,
+        "token": user.token,
+        "Authorization": f"Bearer {user.token}",
+    }
     cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
     for path in ("/api/tasks", f"/api/{user.id}/tasks"):
         answer = client.get(path, headers={"Origin": FRONTEND, "Cookie": cookie})
         assert answer.status_code == 401
         assert answer.headers["www-authenticate"] == "Bearer"
-        created = client.post(path, json={"title": "x"}, headers={"Origin": FRONTEND, "Cookie": cookie})
+        created = client.post(
+            path, json={"title": "x"}, headers={"Origin": FRONTEND, "Cookie": cookie}
+        )
         assert created.status_code == 401
     assert client.get("/api/tasks", headers=user.headers).json() == []

@@ -31,8 +31,9 @@ STATEMENT_TIMEOUT = FAULT_TIMEOUTS["statement_timeout_ms"] / 1000
 
 def fault_server(database_url: str) -> AppServer:
     """The app under uvicorn on `database_url`, its store with FAULT_TIMEOUTS (not started)."""
-    return AppServer(server_env(database_url), app="tests.helpers:short_timeouts_app",
-                     args=["--factory"])
+    return AppServer(
+        server_env(database_url), app="tests.helpers:short_timeouts_app", args=["--factory"]
+    )
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -55,8 +56,10 @@ class RowLock:
     def blocked(self) -> list[int]:
         """Process ids of the app's connections waiting for this (or any) lock."""
         with self.monitor.cursor() as cursor:
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                           " AND application_name = 'todo-api' AND wait_event_type = 'Lock'")
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'todo-api' AND wait_event_type = 'Lock'"
+            )
             return [pid for (pid,) in cursor.fetchall()]
 
     def terminate(self, pids: list[int]) -> None:
@@ -111,11 +114,15 @@ def timed(call):
 
 
 def test_backend_killed_mid_request_is_503_then_service_continues(
-        postgres_server, fault_api, postgres_database):
+    postgres_server, fault_api, postgres_database
+):
     api = fault_api
     task = api.new_task()
     with row_locked(postgres_database.url, task["id"]) as lock:
-        with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=postgres_server.url, timeout=30) as http:
+        with (
+            ThreadPoolExecutor(1) as pool,
+            httpx.Client(base_url=postgres_server.url, timeout=30) as http,
+        ):
             pending = pool.submit(Api(http, api.user, "A").toggle, task["id"])
             lock.terminate(wait_until(lock.blocked, what="a blocked UPDATE"))
             response = pending.result(timeout=20)
@@ -130,7 +137,8 @@ def test_backend_killed_mid_request_is_503_then_service_continues(
 
 
 def test_pool_exhausted_and_slow_statements_are_503_within_the_timeouts(
-        postgres_server, fault_api, postgres_database):
+    postgres_server, fault_api, postgres_database
+):
     """More requests than connections, each blocked on a row lock: the first POOL hold every
     connection until STATEMENT_TIMEOUT cancels their UPDATE, the rest wait POOL_TIMEOUT for a
     connection. All answer 503 in bounded time, nothing changes, and service resumes."""
@@ -139,11 +147,16 @@ def test_pool_exhausted_and_slow_statements_are_503_within_the_timeouts(
     extra = 10
     with row_locked(postgres_database.url, task["id"]):
         limits = httpx.Limits(max_connections=POOL + extra)
-        with httpx.Client(base_url=postgres_server.url, timeout=STATEMENT_TIMEOUT + 5, limits=limits) as http:
+        with httpx.Client(
+            base_url=postgres_server.url, timeout=STATEMENT_TIMEOUT + 5, limits=limits
+        ) as http:
             caller = Api(http, api.user, "A")
             with ThreadPoolExecutor(POOL + extra) as pool:
-                results = list(pool.map(lambda _: timed(lambda: caller.toggle(task["id"])),
-                                        range(POOL + extra)))
+                results = list(
+                    pool.map(
+                        lambda _: timed(lambda: caller.toggle(task["id"])), range(POOL + extra)
+                    )
+                )
     for response, _ in results:
         assert_unavailable(response)
     durations = sorted(elapsed for _, elapsed in results)
@@ -177,8 +190,10 @@ def test_postgres_stopped_and_started_under_load(cluster):
             n = 0
             while not stop.is_set():
                 n += 1
-                method, call = [("POST", lambda: api.create({"title": f"w{worker}-{n}"})),
-                                ("GET", api.list)][n % 2]
+                method, call = [
+                    ("POST", lambda: api.create({"title": f"w{worker}-{n}"})),
+                    ("GET", api.list),
+                ][n % 2]
                 started = time.monotonic()
                 response = call()
                 log.append((started, time.monotonic() - started, method, response.status_code))
@@ -251,8 +266,9 @@ def test_sigterm_lets_in_flight_requests_finish(postgres_database):
             with row_locked(postgres_database.url, task["id"]) as lock:
                 with ThreadPoolExecutor(in_flight) as pool:
                     pending = [pool.submit(api.toggle, task["id"]) for _ in range(in_flight)]
-                    wait_until(lambda: len(lock.blocked()) == in_flight,
-                               what="all requests in flight")
+                    wait_until(
+                        lambda: len(lock.blocked()) == in_flight, what="all requests in flight"
+                    )
                     server.process.send_signal(signal.SIGTERM)
                     wait_until(lambda: refuses_connections(server), what="new connections refused")
                     assert server.process.poll() is None  # still waiting for the requests
@@ -270,8 +286,10 @@ def test_sigterm_lets_in_flight_requests_finish(postgres_database):
 def terminate_role_connections(cluster: PostgresCluster) -> None:
     """End the app's sessions, so that the role settings changed meanwhile apply to the new
     ones (a failover or a DBA's ALTER ROLE does the same to a running service)."""
-    cluster.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                  PostgresCluster.USER)
+    cluster.admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+        PostgresCluster.USER,
+    )
 
 
 @contextmanager
@@ -313,12 +331,18 @@ def test_read_only_database_is_503_and_not_ready_then_recovers(cluster, on_clust
     user's first request (its row cannot be stored) are 503 with Retry-After, /ready is 503,
     reads of known users still work; once writable, full service returns without a restart."""
     server, api, task = on_cluster
-    with role_setting(cluster, "ALTER ROLE todo SET default_transaction_read_only = on",
-                      "ALTER ROLE todo RESET default_transaction_read_only"):
+    with role_setting(
+        cluster,
+        "ALTER ROLE todo SET default_transaction_read_only = on",
+        "ALTER ROLE todo RESET default_transaction_read_only",
+    ):
         for response in (
-            api.create({"title": "t"}), api.update(task["id"], {"title": "u"}),
-            api.update(task["id"], {"title": "u"}, method="PATCH"), api.toggle(task["id"]),
-            api.delete(task["id"]), Api(api.client, new_user(), "A").list(),
+            api.create({"title": "t"}),
+            api.update(task["id"], {"title": "u"}),
+            api.update(task["id"], {"title": "u"}, method="PATCH"),
+            api.toggle(task["id"]),
+            api.delete(task["id"]),
+            Api(api.client, new_user(), "A").list(),
             api.create({"title": "t"}, headers={"Idempotency-Key": "read-only"}),
             httpx.get(f"{server.url}/ready"),
         ):
@@ -333,8 +357,11 @@ def test_read_only_sessions_left_in_the_pool_recover_without_a_restart(cluster, 
     """The database turns writable again while the pool still holds read-only sessions (no
     failover closed them): the first write on one is 503 and renews the pool, /ready too."""
     server, api, task = on_cluster
-    with role_setting(cluster, "ALTER ROLE todo SET default_transaction_read_only = on",
-                      "ALTER ROLE todo RESET default_transaction_read_only"):
+    with role_setting(
+        cluster,
+        "ALTER ROLE todo SET default_transaction_read_only = on",
+        "ALTER ROLE todo RESET default_transaction_read_only",
+    ):
         assert_unavailable(api.toggle(task["id"]))
     assert_recovers(server, api, task)
 
@@ -343,8 +370,9 @@ def test_connection_limit_is_503_then_recovers(cluster, on_cluster):
     """No connection allowed (`too many connections for role`, SQLSTATE 53300, as when a
     plan's connection limit is reached): 503 with Retry-After and /ready 503, then recovery."""
     server, api, task = on_cluster
-    with role_setting(cluster, "ALTER ROLE todo CONNECTION LIMIT 0",
-                      "ALTER ROLE todo CONNECTION LIMIT -1"):
+    with role_setting(
+        cluster, "ALTER ROLE todo CONNECTION LIMIT 0", "ALTER ROLE todo CONNECTION LIMIT -1"
+    ):
         for response in (api.list(), api.toggle(task["id"]), httpx.get(f"{server.url}/ready")):
             assert_unavailable(response)
     assert_recovers(server, api, task)
@@ -355,8 +383,11 @@ def test_serialization_failures_are_503_never_500(cluster, on_cluster):
     SQLSTATE 40001 (could not serialize access); each is 503 with Retry-After or succeeds, and
     the task's state is the one its successful toggles predict."""
     server, api, task = on_cluster
-    with role_setting(cluster, "ALTER ROLE todo SET default_transaction_isolation = serializable",
-                      "ALTER ROLE todo RESET default_transaction_isolation"):
+    with role_setting(
+        cluster,
+        "ALTER ROLE todo SET default_transaction_isolation = serializable",
+        "ALTER ROLE todo RESET default_transaction_isolation",
+    ):
         with ThreadPoolExecutor(20) as pool:
             responses = list(pool.map(lambda _: api.toggle(task["id"]), range(40)))
         for response in responses:
@@ -374,16 +405,22 @@ def test_role_with_a_1_ms_statement_timeout(cluster):
     busy machine exceeds now and then: so either the server starts and serves, or it refuses to
     start with one line naming the host and the setting to raise; never a traceback."""
     migrations.upgrade(cluster.url(sslmode="require"))  # the release step, before the change
-    with role_setting(cluster, "ALTER ROLE todo SET statement_timeout = 1",
-                      "ALTER ROLE todo RESET statement_timeout"):
+    with role_setting(
+        cluster,
+        "ALTER ROLE todo SET statement_timeout = 1",
+        "ALTER ROLE todo RESET statement_timeout",
+    ):
         server = AppServer(server_env(cluster.url(sslmode="require")), migrate=False)
         server.start(wait=False)
         try:
             try:
                 server.wait_ready()
             except RuntimeError:
-                assert_one_clear_line(server.logs(), f"localhost:{cluster.port}/todo",
-                                      "ALTER ROLE todo SET statement_timeout")
+                assert_one_clear_line(
+                    server.logs(),
+                    f"localhost:{cluster.port}/todo",
+                    "ALTER ROLE todo SET statement_timeout",
+                )
                 return
             with httpx.Client(base_url=server.url, timeout=30) as http:
                 api = Api(http, new_user(), "A")

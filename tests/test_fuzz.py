@@ -9,14 +9,18 @@ from datetime import date, datetime, timedelta, timezone
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from tests.helpers import Api, assert_problem, instant, signed_payload
 from tests.users import new_user
 
-FUZZ = settings(max_examples=80, deadline=None, database=None, print_blob=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 # Any character, lone surrogates and NUL included (json.dumps escapes them as \ud800, \u0000).
 any_text = st.text(st.characters(exclude_categories=()), max_size=20)
@@ -29,10 +33,13 @@ offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minute
 date_strings = st.one_of(
     st.dates().map(date.isoformat),
     st.datetimes(timezones=st.none() | offsets).map(datetime.isoformat),
-    st.one_of(st.datetimes(max_value=datetime(1, 1, 1, 23, 59), timezones=offsets),  # the edges
-              st.datetimes(min_value=datetime(9999, 12, 31), timezones=offsets)).map(datetime.isoformat),
-    st.from_regex(r"\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,6})?)?)?(Z|[+-]\d\d:?\d\d)?",
-                  fullmatch=True),
+    st.one_of(
+        st.datetimes(max_value=datetime(1, 1, 1, 23, 59), timezones=offsets),  # the edges
+        st.datetimes(min_value=datetime(9999, 12, 31), timezones=offsets),
+    ).map(datetime.isoformat),
+    st.from_regex(
+        r"\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,6})?)?)?(Z|[+-]\d\d:?\d\d)?", fullmatch=True
+    ),
 )
 # Values of the right type, edgy in content: any character but NUL and lone surrogates, lengths
 # up to and just past the limits, dates from year 1 to 9999 in any offset.
@@ -50,16 +57,22 @@ HOSTILE = {
     "due_date": st.one_of(any_text, json_values),
     "completed": json_values,
 }
-READ_ONLY = {field: date_strings | json_values for field in ("id", "user_id", "created_at", "updated_at")}
+READ_ONLY = {
+    field: date_strings | json_values for field in ("id", "user_id", "created_at", "updated_at")
+}
 bodies = st.one_of(
-    st.fixed_dictionaries({"title": PLAUSIBLE["title"]},
-                          optional={**{f: v for f, v in PLAUSIBLE.items() if f != "title"},
-                                    **READ_ONLY}),
+    st.fixed_dictionaries(
+        {"title": PLAUSIBLE["title"]},
+        optional={**{f: v for f, v in PLAUSIBLE.items() if f != "title"}, **READ_ONLY},
+    ),
     st.fixed_dictionaries({}, optional=PLAUSIBLE),
     st.fixed_dictionaries({}, optional={f: PLAUSIBLE[f] | HOSTILE[f] for f in PLAUSIBLE}),
 )
-LIST_VALUES = {"status": ["all", "pending", "completed"], "sort": ["created", "title", "due_date"],
-               "order": ["asc", "desc"]}
+LIST_VALUES = {
+    "status": ["all", "pending", "completed"],
+    "sort": ["created", "title", "due_date"],
+    "order": ["asc", "desc"],
+}
 queries = st.dictionaries(
     st.sampled_from([*LIST_VALUES, "user_id"]) | st.text(max_size=8),
     st.sampled_from([v for values in LIST_VALUES.values() for v in values]) | st.text(max_size=12),
@@ -75,7 +88,9 @@ def fuzz(client):
 
 # What Pydantic trims from a title: Unicode White_Space, which (unlike Python's str.isspace)
 # leaves out the information separators U+001C..U+001F.
-WHITE_SPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace() and c not in "\x1c\x1d\x1e\x1f")
+WHITE_SPACE = "".join(
+    c for c in map(chr, range(0x3001)) if c.isspace() and c not in "\x1c\x1d\x1e\x1f"
+)
 
 
 def assert_stored_as_sent(task: dict, body: dict, before: dict) -> None:
@@ -149,9 +164,15 @@ def test_no_update_body_breaks_the_api(fuzz, body, method):
 @pytest.fixture(scope="module")
 def listed(fuzz):
     """Tasks in every state for the list fuzzing; removed afterwards."""
-    tasks = [fuzz.new_task(title=title, completed=done, due_date=due)
-             for title, done, due in [("b", False, "2030-01-02"), ("A", True, None),
-                                      ("a", False, "2029-12-31T23:00:00-02:00"), ("c", True, "2030-01-02")]]
+    tasks = [
+        fuzz.new_task(title=title, completed=done, due_date=due)
+        for title, done, due in [
+            ("b", False, "2030-01-02"),
+            ("A", True, None),
+            ("a", False, "2029-12-31T23:00:00-02:00"),
+            ("c", True, "2030-01-02"),
+        ]
+    ]
     yield tasks
     for task in tasks:
         fuzz.delete(task["id"])
@@ -167,16 +188,19 @@ def test_no_list_query_breaks_the_api(fuzz, listed, params):
         return
     status = params.get("status", "all")
     everything = fuzz.list().json()
-    expected = [t["id"] for t in everything if status in ("all", ("pending", "completed")[t["completed"]])]
+    expected = [
+        t["id"] for t in everything if status in ("all", ("pending", "completed")[t["completed"]])
+    ]
     assert len(everything) >= len(listed)
     assert sorted(t["id"] for t in response.json()) == sorted(expected)
 
 
 # Header values as a client can send them: any Latin-1 text (Unicode digits such as "²" among
 # it), ETag-like shapes around the task's own, and lists of them.
-latin1 = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
-                 max_size=30)
-digitish = st.text(st.sampled_from("0123456789\xb2\xb3\xb9\xbc\xbd\xbe-+ ,\"W/*"), max_size=12)
+latin1 = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=30
+)
+digitish = st.text(st.sampled_from('0123456789\xb2\xb3\xb9\xbc\xbd\xbe-+ ,"W/*'), max_size=12)
 
 
 def etags(task_id: int):
@@ -190,17 +214,19 @@ def test_no_conditional_or_key_header_breaks_a_write(fuzz, data):
     """If-Match, If-None-Match, Idempotency-Key and X-Request-ID with any Latin-1 text on every
     write: never a 5xx; a write that went through changed the task as sent."""
     task = fuzz.new_task(title="before")
-    headers = {name: data.draw(etags(task["id"]), label=name)
-               for name in ("If-Match", "If-None-Match")}
+    headers = {
+        name: data.draw(etags(task["id"]), label=name) for name in ("If-Match", "If-None-Match")
+    }
     headers["Idempotency-Key"] = data.draw(latin1 | digitish, label="Idempotency-Key")
     headers["X-Request-ID"] = data.draw(latin1, label="X-Request-ID")
     headers = {k: v.strip().encode("latin-1") for k, v in headers.items() if v.strip()}
-    for method, path, body in (("PATCH", fuzz.path(task["id"]), {"title": "after"}),
-                               ("PATCH", fuzz.path(task["id"], "/complete"), None),
-                               ("GET", fuzz.path(task["id"]), None),
-                               ("DELETE", fuzz.path(task["id"]), None)):
-        response = fuzz.request(method, path, headers=headers,
-                                **({"json": body} if body else {}))
+    for method, path, body in (
+        ("PATCH", fuzz.path(task["id"]), {"title": "after"}),
+        ("PATCH", fuzz.path(task["id"], "/complete"), None),
+        ("GET", fuzz.path(task["id"]), None),
+        ("DELETE", fuzz.path(task["id"]), None),
+    ):
+        response = fuzz.request(method, path, headers=headers, **({"json": body} if body else {}))
         event(f"{method} {response.status_code}")
         assert response.status_code < 500, response.text
         if response.status_code >= 400:
@@ -209,17 +235,31 @@ def test_no_conditional_or_key_header_breaks_a_write(fuzz, data):
 
 
 numeric_dates = st.one_of(
-    st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
-    st.text(max_size=12), st.integers(-10**30, 10**30).map(str), st.lists(st.integers(), max_size=2),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=12),
+    st.integers(-(10**30), 10**30).map(str),
+    st.lists(st.integers(), max_size=2),
     st.integers(10**15, 10**400),
 )
 
 
 @FUZZ
-@given(claims=st.fixed_dictionaries({}, optional={"exp": numeric_dates, "nbf": numeric_dates,
-                                                  "iat": numeric_dates, "sub": any_text | json_values,
-                                                  "email": any_text | json_values,
-                                                  "name": any_text | json_values}))
+@given(
+    claims=st.fixed_dictionaries(
+        {},
+        optional={
+            "exp": numeric_dates,
+            "nbf": numeric_dates,
+            "iat": numeric_dates,
+            "sub": any_text | json_values,
+            "email": any_text | json_values,
+            "name": any_text | json_values,
+        },
+    )
+)
 def test_no_signed_claims_break_authentication(fuzz, claims):
     """Correctly signed tokens with claims of any JSON type and size: 200 (a usable token) or
     401 invalid_token, never a 5xx; NumericDates of the wrong type are never accepted."""
@@ -228,7 +268,8 @@ def test_no_signed_claims_break_authentication(fuzz, claims):
     response = fuzz.client.get("/api/tasks", headers={"Authorization": f"Bearer {token}"})
     event(f"claims {response.status_code}")
     assert response.status_code in (200, 401), response.text
-    wrong_type = [c for c in ("exp", "nbf", "iat")
-                  if c in claims and type(claims[c]) not in (int, float)]
+    wrong_type = [
+        c for c in ("exp", "nbf", "iat") if c in claims and type(claims[c]) not in (int, float)
+    ]
     if wrong_type:
         assert response.status_code == 401, (wrong_type, claims)

@@ -28,8 +28,9 @@ def test_post_retry_replays_and_creates_once(api):
     assert retry.headers["location"] == first.headers["location"]
     assert retry.headers["etag"] == first.headers["etag"]
     assert [t["id"] for t in api.list().json()] == [first.json()["id"]]
-    spaced = api.create(content=b'{ "title" :  "once" }', headers={
-        **headers, "Content-Type": "application/json"})
+    spaced = api.create(
+        content=b'{ "title" :  "once" }', headers={**headers, "Content-Type": "application/json"}
+    )
     assert spaced.status_code == 201 and spaced.json() == first.json()  # same JSON, same request
 
 
@@ -107,12 +108,17 @@ def test_expired_key_is_forgotten(api, db):
     first = api.create({"title": "old"}, headers=headers).json()
     long_ago = datetime.now(timezone.utc) - timedelta(hours=25)
     with db.begin() as connection:
-        connection.execute(text("UPDATE idempotency_keys SET created_at = :t WHERE key = :k"),
-                           {"t": long_ago, "k": headers["Idempotency-Key"]})
+        connection.execute(
+            text("UPDATE idempotency_keys SET created_at = :t WHERE key = :k"),
+            {"t": long_ago, "k": headers["Idempotency-Key"]},
+        )
     fresh = api.create({"title": "old"}, headers=headers)
     assert fresh.status_code == 201
     assert "idempotent-replayed" not in fresh.headers
     assert fresh.json()["id"] != first["id"]
-    stored = rows(db, "SELECT count(*) AS n FROM idempotency_keys WHERE key = :k",
-                  k=headers["Idempotency-Key"])
+    stored = rows(
+        db,
+        "SELECT count(*) AS n FROM idempotency_keys WHERE key = :k",
+        k=headers["Idempotency-Key"],
+    )
     assert stored == [{"n": 1}]

@@ -8,7 +8,6 @@ import jwt
 from tests.helpers import Api, assert_problem, rows
 from tests.users import new_user
 
-
 MISSING_ID = 2147483000  # in range, never created
 
 ENDPOINTS = {
@@ -51,9 +50,14 @@ def app_queries(db) -> list[tuple] | None:
     None for SQLite, which keeps no such record."""
     if db.dialect.name != "postgresql":
         return None
-    return [tuple(r.values()) for r in rows(
-        db, "SELECT pid, backend_start, query_start FROM pg_stat_activity"
-            " WHERE datname = current_database() AND application_name = 'todo-api' ORDER BY pid")]
+    return [
+        tuple(r.values())
+        for r in rows(
+            db,
+            "SELECT pid, backend_start, query_start FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'todo-api' ORDER BY pid",
+        )
+    ]
 
 
 def test_foreign_path_user_is_403_before_any_query(client, api, db):
@@ -82,9 +86,13 @@ def test_user_id_in_the_query_string_changes_nothing(api, other):
     assert api.request("GET", api.path(task["id"]), params=as_other).json() == task
     as_owner = {"user_id": api.user.id}
     assert other.request("GET", other.path(), params=as_owner).json() == []
-    for method, suffix, body in [("GET", "", None), ("PUT", "", {"title": "x"}),
-                                 ("PATCH", "", {"title": "x"}), ("PATCH", "/complete", None),
-                                 ("DELETE", "", None)]:
+    for method, suffix, body in [
+        ("GET", "", None),
+        ("PUT", "", {"title": "x"}),
+        ("PATCH", "", {"title": "x"}),
+        ("PATCH", "/complete", None),
+        ("DELETE", "", None),
+    ]:
         response = other.request(method, other.path(task["id"], suffix), params=as_owner, json=body)
         assert_problem(response, 404)
     created = other.request("POST", other.path(), params=as_owner, json={"title": "theirs"})
@@ -124,8 +132,9 @@ def test_a_user_id_with_a_slash_has_only_the_token_routes(client):
     path routes are 404 for it, the token-only routes work."""
     user = new_user(sub=f"org/{new_user().id}")
     task = Api(client, user, "A").new_task()
-    assert_problem(client.get(f"/api/{quote(user_id_of(user), safe='')}/tasks",
-                              headers=user.headers), 404)
+    assert_problem(
+        client.get(f"/api/{quote(user_id_of(user), safe='')}/tasks", headers=user.headers), 404
+    )
     assert Api(client, user, "A").get(task["id"]).json() == task
 
 

@@ -24,8 +24,8 @@ from sqlalchemy.exc import SAWarning
 import migrations
 import store
 from tests.helpers import engine_for, rows, server_env, wait_for_workers
-from tests.users import User, make_token, new_user
 from tests.servers import ROOT, AppServer, PostgresDatabase, run_sql
+from tests.users import User, make_token, new_user
 
 # Every release whose store.py created a different schema (`git log -p -- store.py`), oldest
 # first; each created its tables with its own `Store.create_tables()`.
@@ -41,8 +41,11 @@ FIRST, *_, LAST = RELEASES
 # A database created by each release, and one created by the first and upgraded by later
 # releases in turn (their additive column loop), as a long-running deployment's is.
 HISTORIES = {RELEASES[commit].split(":")[0]: [commit] for commit in RELEASES}
-HISTORIES["first, upgraded by later releases"] = [FIRST, "75aed8aa37a166a3527f1273a899ec36b6df0c3b",
-                                                   LAST]
+HISTORIES["first, upgraded by later releases"] = [
+    FIRST,
+    "75aed8aa37a166a3527f1273a899ec36b6df0c3b",
+    LAST,
+]
 ALEMBIC = Path(sys.executable).with_name("alembic")
 
 
@@ -66,8 +69,9 @@ def release_tree(commit: str, root: Path) -> Path:
     """The files of `commit`, from git history, in `root`/<commit>."""
     tree = root / commit
     if not tree.exists():
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit],
-                                 capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True
+        ).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(tree, filter="data")
     return tree
@@ -75,30 +79,43 @@ def release_tree(commit: str, root: Path) -> Path:
 
 def create_with_release(commit: str, url: str, root: Path) -> None:
     """Let release `commit` create (or upgrade) its tables on `url`, as its start-up did."""
-    subprocess.run([sys.executable, "-c", f"import store; store.Store({url!r}).create_tables()"],
-                   cwd=release_tree(commit, root), check=True, capture_output=True,
-                   env={"PATH": os.environ["PATH"]})
+    subprocess.run(
+        [sys.executable, "-c", f"import store; store.Store({url!r}).create_tables()"],
+        cwd=release_tree(commit, root),
+        check=True,
+        capture_output=True,
+        env={"PATH": os.environ["PATH"]},
+    )
 
 
 def insert_first_release_data(url: str) -> None:
     """Users and tasks in the columns of the first release; the newest task is deleted, as a
     user does (on the first release's SQLite table its id would be handed out again)."""
     with engine_for(url).begin() as connection:
-        connection.execute(text(
-            "INSERT INTO users (id, email, name, created_at) VALUES"
-            " ('legacy-ada', 'ada@example.com', 'Ada', '2026-01-01 10:00:00+00'),"
-            " ('legacy-bob', NULL, NULL, '2026-01-02 10:00:00+00')"))
+        connection.execute(
+            text(
+                "INSERT INTO users (id, email, name, created_at) VALUES"
+                " ('legacy-ada', 'ada@example.com', 'Ada', '2026-01-01 10:00:00+00'),"
+                " ('legacy-bob', NULL, NULL, '2026-01-02 10:00:00+00')"
+            )
+        )
         for number in range(1, 8):
-            connection.execute(text(
-                "INSERT INTO tasks (user_id, title, description, completed, due_date,"
-                " created_at, updated_at) VALUES (:user, :title, :description, :completed,"
-                " :due, :created, :updated)"), {
+            connection.execute(
+                text(
+                    "INSERT INTO tasks (user_id, title, description, completed, due_date,"
+                    " created_at, updated_at) VALUES (:user, :title, :description, :completed,"
+                    " :due, :created, :updated)"
+                ),
+                {
                     "user": "legacy-ada" if number % 3 else "legacy-bob",
-                    "title": f"Task {number}", "description": None if number % 2 else "notes",
+                    "title": f"Task {number}",
+                    "description": None if number % 2 else "notes",
                     "completed": number % 2 == 0,
                     "due": f"2026-03-0{number} 09:00:00+00" if number % 3 == 1 else None,
                     "created": f"2026-02-0{number} 08:00:00+00",
-                    "updated": f"2026-02-0{number} 12:30:00+00"})
+                    "updated": f"2026-02-0{number} 12:30:00+00",
+                },
+            )
         connection.execute(text("DELETE FROM tasks WHERE id = (SELECT max(id) FROM tasks)"))
 
 
@@ -106,8 +123,10 @@ def snapshot(url: str) -> tuple[list[dict], list[dict]]:
     columns = "id, user_id, title, description, completed, due_date, created_at, updated_at"
     engine = engine_for(url)
     try:
-        return (rows(engine, "SELECT id, email, name, created_at FROM users ORDER BY id"),
-                rows(engine, f"SELECT {columns} FROM tasks ORDER BY id"))
+        return (
+            rows(engine, "SELECT id, email, name, created_at FROM users ORDER BY id"),
+            rows(engine, f"SELECT {columns} FROM tasks ORDER BY id"),
+        )
     finally:
         engine.dispose()
 
@@ -120,12 +139,18 @@ def schema_differences(url: str) -> list:
     engine = engine_for(url)
     try:
         with engine.connect() as connection, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based",
-                                    SAWarning)
-            warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified "
-                                    "expression-based index", UserWarning)
-            context = MigrationContext.configure(connection, opts={
-                "include_object": migrations.include_object(connection.dialect.name)})
+            warnings.filterwarnings(
+                "ignore", "Skipped unsupported reflection of expression-based", SAWarning
+            )
+            warnings.filterwarnings(
+                "ignore",
+                "autogenerate skipping metadata-specified expression-based index",
+                UserWarning,
+            )
+            context = MigrationContext.configure(
+                connection,
+                opts={"include_object": migrations.include_object(connection.dialect.name)},
+            )
             return compare_metadata(context, store.SQLModel.metadata)
     finally:
         engine.dispose()
@@ -139,9 +164,17 @@ def run_alembic(url: str, *args: str, processes: int = 1) -> list[subprocess.Com
     """`alembic <args>` from the repository root with nothing but DATABASE_URL set, in
     `processes` processes started together."""
     env = {"PATH": os.environ["PATH"], "DATABASE_URL": url}
-    started = [subprocess.Popen([str(ALEMBIC), *args], cwd=ROOT, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-               for _ in range(processes)]
+    started = [
+        subprocess.Popen(
+            [str(ALEMBIC), *args],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(processes)
+    ]
     done = []
     for process in started:
         output, _ = process.communicate(timeout=300)
@@ -159,9 +192,12 @@ def test_every_earlier_schema_upgrades_with_its_data(new_url, history, tmp_path_
         create_with_release(commit, url, releases)
     if "idempotency_keys" in inspect(engine_for(url)).get_table_names():
         with engine_for(url).begin() as connection:
-            connection.execute(text(
-                "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status)"
-                " VALUES ('legacy-ada', 'k1', 'f', '2026-02-01 08:00:00+00', 201)"))
+            connection.execute(
+                text(
+                    "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status)"
+                    " VALUES ('legacy-ada', 'k1', 'f', '2026-02-01 08:00:00+00', 201)"
+                )
+            )
     users, tasks = snapshot(url)
 
     [result] = run_alembic(url, "upgrade", "head")
@@ -171,8 +207,9 @@ def test_every_earlier_schema_upgrades_with_its_data(new_url, history, tmp_path_
     assert schema_differences(url) == []  # columns, types, indexes: exactly store.py's
     assert snapshot(url) == (users, tasks)
     engine = engine_for(url)
-    upgraded = rows(engine, "SELECT id, completed, completed_at, updated_at, version FROM tasks"
-                            " ORDER BY id")
+    upgraded = rows(
+        engine, "SELECT id, completed, completed_at, updated_at, version FROM tasks ORDER BY id"
+    )
     for task in upgraded:  # completed_at backfilled from updated_at; ETag version moved on
         assert task["completed_at"] == (task["updated_at"] if task["completed"] else None)
         assert task["version"] == (2 if task["completed"] else 1)
@@ -180,25 +217,35 @@ def test_every_earlier_schema_upgrades_with_its_data(new_url, history, tmp_path_
         created = rows(engine, "SELECT sql FROM sqlite_master WHERE name = 'tasks'")[0]["sql"]
         assert "AUTOINCREMENT" in created
     else:
-        assert rows(engine, "SELECT data_type FROM information_schema.columns WHERE"
-                            " table_name = 'tasks' AND column_name = 'id'") == [
-            {"data_type": "bigint"}]
+        assert rows(
+            engine,
+            "SELECT data_type FROM information_schema.columns WHERE"
+            " table_name = 'tasks' AND column_name = 'id'",
+        ) == [{"data_type": "bigint"}]
     engine.dispose()
 
     server = AppServer(server_env(url), migrate=False).start()
     try:
-        ada = User("legacy-ada", make_token({"sub": "legacy-ada", "email": "ada@example.com",
-                                             "name": "Ada"}))
-        listed = httpx.get(f"{server.url}/api/tasks?sort=created&order=asc",
-                           headers=ada.headers).json()
+        ada = User(
+            "legacy-ada",
+            make_token({"sub": "legacy-ada", "email": "ada@example.com", "name": "Ada"}),
+        )
+        listed = httpx.get(
+            f"{server.url}/api/tasks?sort=created&order=asc", headers=ada.headers
+        ).json()
         assert [t["id"] for t in listed] == [t["id"] for t in tasks if t["user_id"] == ada.id]
         assert all((t["completed_at"] is not None) == t["completed"] for t in listed)
         ids = []
         for _ in range(2):  # a deleted task's id is never handed out again (AUTOINCREMENT)
-            task = httpx.post(f"{server.url}/api/tasks", json={"title": "new"},
-                              headers=ada.headers).json()
-            assert httpx.delete(f"{server.url}/api/tasks/{task['id']}",
-                                headers=ada.headers).status_code == 204
+            task = httpx.post(
+                f"{server.url}/api/tasks", json={"title": "new"}, headers=ada.headers
+            ).json()
+            assert (
+                httpx.delete(
+                    f"{server.url}/api/tasks/{task['id']}", headers=ada.headers
+                ).status_code
+                == 204
+            )
             ids.append(task["id"])
         assert ids[1] > ids[0] > max(t["id"] for t in tasks)
     finally:
@@ -224,8 +271,9 @@ def test_concurrent_migrations_then_four_workers(new_url, start, tmp_path_factor
             wait_for_workers(server, 4)
             user = new_user()
             for number in range(20):  # a new connection each: spread over the workers
-                created = httpx.post(f"{server.url}/api/tasks", json={"title": f"t{number}"},
-                                     headers=user.headers)
+                created = httpx.post(
+                    f"{server.url}/api/tasks", json={"title": f"t{number}"}, headers=user.headers
+                )
                 assert created.status_code == 201, created.text
             assert len(httpx.get(f"{server.url}/api/tasks", headers=user.headers).json()) == 20
         finally:
@@ -269,8 +317,12 @@ def test_downgrade_of_the_last_revision(new_url):
     user = new_user()
     server = AppServer(server_env(url), migrate=False).start()
     try:
-        ids = [httpx.post(f"{server.url}/api/tasks", json={"title": f"t{n}"},
-                          headers=user.headers).json()["id"] for n in range(3)]
+        ids = [
+            httpx.post(
+                f"{server.url}/api/tasks", json={"title": f"t{n}"}, headers=user.headers
+            ).json()["id"]
+            for n in range(3)
+        ]
     finally:
         server.stop()
     [result] = run_alembic(url, "downgrade", "0005")  # through every revision after 0005
@@ -279,9 +331,11 @@ def test_downgrade_of_the_last_revision(new_url):
     engine = engine_for(url)
     assert [r["id"] for r in rows(engine, "SELECT id FROM tasks ORDER BY id")] == ids
     if not url.startswith("sqlite"):
-        assert rows(engine, "SELECT data_type FROM information_schema.columns WHERE"
-                            " table_name = 'tasks' AND column_name = 'id'") == [
-            {"data_type": "integer"}]
+        assert rows(
+            engine,
+            "SELECT data_type FROM information_schema.columns WHERE"
+            " table_name = 'tasks' AND column_name = 'id'",
+        ) == [{"data_type": "integer"}]
     [result] = run_alembic(url, "upgrade", "head")
     assert result.returncode == 0, result.stdout
     assert schema_differences(url) == []
@@ -289,9 +343,12 @@ def test_downgrade_of_the_last_revision(new_url):
         return
     # An id past 2^31 - 1 cannot go back to integer: the downgrade fails and changes nothing.
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO tasks (id, user_id, title, completed, created_at, updated_at)"
-            " SELECT 3000000000, user_id, 'big', false, now(), now() FROM tasks LIMIT 1"))
+        connection.execute(
+            text(
+                "INSERT INTO tasks (id, user_id, title, completed, created_at, updated_at)"
+                " SELECT 3000000000, user_id, 'big', false, now(), now() FROM tasks LIMIT 1"
+            )
+        )
     [result] = run_alembic(url, "downgrade", "0005")  # each revision is its own transaction
     assert result.returncode != 0 and "out of range" in result.stdout, result.stdout
     assert revision_of(url) == ["0006"]  # 0007 went down, 0006 refused and changed nothing
@@ -335,10 +392,13 @@ class Writer:
                     cursor.execute(
                         "INSERT INTO tasks (user_id, title, completed, created_at, updated_at)"
                         " VALUES (%s, 'written during the upgrade', false, now(), now())",
-                        (f"user-{number % self.users + 1}",))
+                        (f"user-{number % self.users + 1}",),
+                    )
                 else:
-                    cursor.execute("UPDATE tasks SET title = 'renamed', updated_at = now()"
-                                   " WHERE id = %s", (random.randint(1, self.tasks),))
+                    cursor.execute(
+                        "UPDATE tasks SET title = 'renamed', updated_at = now() WHERE id = %s",
+                        (random.randint(1, self.tasks),),
+                    )
             except psycopg2.Error as error:
                 self.errors.append(str(error).splitlines()[0])
             self.samples.append((started, time.monotonic() - started))
@@ -359,13 +419,20 @@ def test_million_task_upgrade_while_writing(new_postgres, tmp_path_factory):
     fails. The durations are printed (0006's docstring and docs/operations.md quote them)."""
     url = new_postgres.url
     create_with_release(FIRST, url, tmp_path_factory.getbasetemp() / "releases")
-    run_sql(url, "INSERT INTO users (id, created_at) SELECT 'user-' || g, now()"
-                 " FROM generate_series(1, 1000) g")
-    run_sql(url, "INSERT INTO tasks (user_id, title, completed, due_date, created_at,"
-                 " updated_at) SELECT 'user-' || (g %% 1000 + 1), 'task ' || g, g %% 2 = 0,"
-                 " CASE WHEN g %% 3 = 0 THEN now() + g * interval '1 minute' END,"
-                 " now() - g * interval '1 second', now() - g * interval '1 second'"
-                 " FROM generate_series(1, %s) g", (MILLION,))
+    run_sql(
+        url,
+        "INSERT INTO users (id, created_at) SELECT 'user-' || g, now()"
+        " FROM generate_series(1, 1000) g",
+    )
+    run_sql(
+        url,
+        "INSERT INTO tasks (user_id, title, completed, due_date, created_at,"
+        " updated_at) SELECT 'user-' || (g %% 1000 + 1), 'task ' || g, g %% 2 = 0,"
+        " CASE WHEN g %% 3 = 0 THEN now() + g * interval '1 minute' END,"
+        " now() - g * interval '1 second', now() - g * interval '1 second'"
+        " FROM generate_series(1, %s) g",
+        (MILLION,),
+    )
     run_sql(url, "VACUUM ANALYZE tasks")
     with Writer(url, users=1000, tasks=MILLION) as writer:
         time.sleep(1)
@@ -377,9 +444,11 @@ def test_million_task_upgrade_while_writing(new_postgres, tmp_path_factory):
         time.sleep(1)
     slowest_online = writer.slowest(began, online)
     slowest_id = writer.slowest(online, done)
-    print(f"\n1M tasks: revisions 0002-0005 {online - began:.1f} s (slowest write "
-          f"{slowest_online * 1000:.0f} ms); 0006 {done - online:.1f} s (slowest write "
-          f"{slowest_id * 1000:.0f} ms); {len(writer.samples)} writes")
+    print(
+        f"\n1M tasks: revisions 0002-0005 {online - began:.1f} s (slowest write "
+        f"{slowest_online * 1000:.0f} ms); 0006 {done - online:.1f} s (slowest write "
+        f"{slowest_id * 1000:.0f} ms); {len(writer.samples)} writes"
+    )
     assert writer.errors == []
     assert slowest_online < 1.0  # index builds (CONCURRENTLY), batched backfill
     # 0006 holds no lock longer than one batch of the copy, but its WAL competes with the
@@ -388,8 +457,11 @@ def test_million_task_upgrade_while_writing(new_postgres, tmp_path_factory):
     assert revision_of(url) == [migrations.head()]
     assert schema_differences(url) == []
     engine = engine_for(url)
-    counts = rows(engine, "SELECT count(*) AS tasks, count(*) FILTER (WHERE completed) AS"
-                          " completed, count(completed_at) AS completed_at FROM tasks")[0]
+    counts = rows(
+        engine,
+        "SELECT count(*) AS tasks, count(*) FILTER (WHERE completed) AS"
+        " completed, count(completed_at) AS completed_at FROM tasks",
+    )[0]
     engine.dispose()
     inserted = sum(1 for _ in writer.samples) // 2
     assert counts["tasks"] >= MILLION + inserted - 1
@@ -405,21 +477,32 @@ def test_a_long_transaction_delays_a_migration_without_blocking_writes(new_postg
     run_sql(url, "INSERT INTO users (id, created_at) VALUES ('writer', now())")
     holder = psycopg2.connect(url)
     holder.cursor().execute("SELECT count(*) FROM tasks")  # ACCESS SHARE until rollback
-    migration = subprocess.Popen([str(ALEMBIC), "upgrade", "head"], cwd=ROOT, text=True,
-                                 env={"PATH": os.environ["PATH"], "DATABASE_URL": url},
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    migration = subprocess.Popen(
+        [str(ALEMBIC), "upgrade", "head"],
+        cwd=ROOT,
+        text=True,
+        env={"PATH": os.environ["PATH"], "DATABASE_URL": url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
-        while not run_sql(url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                               " AND application_name = 'todo-api migrations'"):
+        while not run_sql(
+            url,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND application_name = 'todo-api migrations'",
+        ):
             assert time.monotonic() < deadline and migration.poll() is None
             time.sleep(0.1)
         queued = time.monotonic()  # the migration waits for its ACCESS EXCLUSIVE lock
         waits = []
         for _ in range(3):
             started = time.monotonic()
-            run_sql(url, "INSERT INTO tasks (user_id, title, completed, created_at, updated_at)"
-                         " VALUES ('writer', 'w', false, now(), now())")
+            run_sql(
+                url,
+                "INSERT INTO tasks (user_id, title, completed, created_at, updated_at)"
+                " VALUES ('writer', 'w', false, now(), now())",
+            )
             waits.append(time.monotonic() - started)
         assert max(waits) < 3.5, waits  # the 2 s lock_timeout, and a new connection under load
         time.sleep(max(0.0, queued + 3 - time.monotonic()))  # past one lock_timeout
@@ -433,9 +516,12 @@ def test_a_long_transaction_delays_a_migration_without_blocking_writes(new_postg
 
 
 def test_migrations_reach_neon_through_its_direct_host():
-    pooled = ("postgresql://todo:pw@ep-cool-name-123-pooler.eu-central-1.aws.neon.tech/app"
-              "?sslmode=require&channel_binding=require")
+    pooled = (
+        "postgresql://todo:pw@ep-cool-name-123-pooler.eu-central-1.aws.neon.tech/app"
+        "?sslmode=require&channel_binding=require"
+    )
     assert migrations.direct_url(pooled) == (
         "postgresql+psycopg2://todo:pw@ep-cool-name-123.eu-central-1.aws.neon.tech/app"
-        "?channel_binding=require&sslmode=require")
+        "?channel_binding=require&sslmode=require"
+    )
     assert migrations.direct_url("sqlite:///./todo.db") == "sqlite:///./todo.db"

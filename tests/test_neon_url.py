@@ -1,6 +1,7 @@
-"""A Neon connection string works as given (docs/operations.md: Neon): `postgres://` or `postgresql://` with
-`sslmode=require&channel_binding=require`, against a private cluster that, like Neon, accepts
-only TLS connections authenticated with SCRAM-SHA-256 (channel binding needs both)."""
+"""A Neon connection string works as given (docs/operations.md: Neon): `postgres://` or
+`postgresql://` with `sslmode=require&channel_binding=require`, against a private cluster
+that, like Neon, accepts only TLS connections authenticated with SCRAM-SHA-256 (channel
+binding needs both)."""
 
 import pytest
 
@@ -65,5 +66,6 @@ def test_channel_binding_require_refuses_a_server_that_skips_it(cluster):
     channel_binding=require, which proves the parameter reaches libpq as given."""
     url = f"postgresql://todo@/todo?host={cluster.dir}&port={cluster.port}&channel_binding=require"
     log = startup_failure(url)
-    assert "channel binding required, but server authenticated client without channel binding" \
-        in log
+    assert (
+        "channel binding required, but server authenticated client without channel binding" in log
+    )

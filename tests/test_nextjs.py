@@ -23,8 +23,8 @@ import httpx
 import jwt
 import pytest
 
-from tests.servers import ROOT, free_port, require_node_packages
 from tests.helpers import TIMEOUT_MS, screenshot
+from tests.servers import ROOT, free_port, require_node_packages
 
 try:
     from playwright.sync_api import expect
@@ -33,9 +33,14 @@ except ImportError:  # pragma: no cover - the browser fixture reports it
 
 EXAMPLE = ROOT / "examples" / "nextjs"
 BUILT = EXAMPLE / ".next" / ".built"
-SOURCES = [*EXAMPLE.glob("*.ts"), *EXAMPLE.glob("*.json"), *EXAMPLE.glob("app/**/*.*"),
-           *EXAMPLE.glob("components/*"), *EXAMPLE.glob("lib/*"),
-           *(ROOT / "clients" / "typescript" / "src").glob("*.ts")]
+SOURCES = [
+    *EXAMPLE.glob("*.ts"),
+    *EXAMPLE.glob("*.json"),
+    *EXAMPLE.glob("app/**/*.*"),
+    *EXAMPLE.glob("components/*"),
+    *EXAMPLE.glob("lib/*"),
+    *(ROOT / "clients" / "typescript" / "src").glob("*.ts"),
+]
 PASSWORD = "correct horse battery staple"
 TOKEN_SECONDS, LEEWAY_SECONDS = 1, 30
 
@@ -55,20 +60,32 @@ def stack(postgres_database, tmp_path_factory):
     """scripts/demo.sh on free ports: the API on PostgreSQL, the frontend's Better Auth on a
     fresh SQLite file."""
     require_node_packages(EXAMPLE, ".next/.built")
-    stale = [str(path.relative_to(ROOT)) for path in SOURCES if path.name != "next-env.d.ts"
-             and path.stat().st_mtime > BUILT.stat().st_mtime]
+    stale = [
+        str(path.relative_to(ROOT))
+        for path in SOURCES
+        if path.name != "next-env.d.ts" and path.stat().st_mtime > BUILT.stat().st_mtime
+    ]
     if stale:
         pytest.fail(f"examples/nextjs is not built from its sources ({stale[0]}...): run make test")
     web_port, api_port = free_port(), free_port()
     env = {
-        **os.environ, "WEB_PORT": str(web_port), "API_PORT": str(api_port),
+        **os.environ,
+        "WEB_PORT": str(web_port),
+        "API_PORT": str(api_port),
         "DEMO_DATABASE_URL": postgres_database.url,
         "AUTH_DATABASE_URL": f"sqlite:{tmp_path_factory.mktemp('auth')}/auth.db",
         "BETTER_AUTH_SECRET": secrets.token_urlsafe(48),
-        "JWT_EXPIRATION_TIME": f"{TOKEN_SECONDS}s", "AUTH_RATE_LIMIT": "off",
+        "JWT_EXPIRATION_TIME": f"{TOKEN_SECONDS}s",
+        "AUTH_RATE_LIMIT": "off",
     }
-    process = subprocess.Popen(["scripts/demo.sh"], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        ["scripts/demo.sh"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     output: list[str] = []
     started = threading.Event()
 
@@ -153,12 +170,22 @@ def test_make_demo_serves_both_on_sqlite(tmp_path):
     user signed up with Better Auth gets a jwt-plugin token that the API accepts."""
     require_node_packages(EXAMPLE, ".next/.built")
     web_port, api_port = free_port(), free_port()
-    env = {**os.environ, "WEB_PORT": str(web_port), "API_PORT": str(api_port),
-           "DEMO_DATABASE_URL": f"sqlite:///{tmp_path}/todo.db",
-           "AUTH_DATABASE_URL": f"sqlite:{tmp_path}/auth.db",
-           "BETTER_AUTH_SECRET": secrets.token_urlsafe(48)}
-    process = subprocess.Popen(["scripts/demo.sh"], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "WEB_PORT": str(web_port),
+        "API_PORT": str(api_port),
+        "DEMO_DATABASE_URL": f"sqlite:///{tmp_path}/todo.db",
+        "AUTH_DATABASE_URL": f"sqlite:{tmp_path}/auth.db",
+        "BETTER_AUTH_SECRET": secrets.token_urlsafe(48),
+    }
+    process = subprocess.Popen(
+        ["scripts/demo.sh"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         web = f"http://localhost:{web_port}"
         for line in process.stdout:
@@ -168,14 +195,22 @@ def test_make_demo_serves_both_on_sqlite(tmp_path):
         else:
             pytest.fail(f"scripts/demo.sh exited {process.wait()}")
         with httpx.Client(base_url=web, headers={"Origin": web}) as browser_like:
-            browser_like.post("/api/auth/sign-up/email", json={
-                "email": f"{uuid.uuid4().hex[:12]}@example.com", "password": PASSWORD,
-                "name": "Demo"}).raise_for_status()
+            browser_like.post(
+                "/api/auth/sign-up/email",
+                json={
+                    "email": f"{uuid.uuid4().hex[:12]}@example.com",
+                    "password": PASSWORD,
+                    "name": "Demo",
+                },
+            ).raise_for_status()
             token = browser_like.get("/api/auth/token").raise_for_status().json()["token"]
         assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
         api = f"http://127.0.0.1:{api_port}"
-        created = httpx.post(f"{api}/api/tasks", json={"title": "from the demo"},
-                             headers={"Authorization": f"Bearer {token}"})
+        created = httpx.post(
+            f"{api}/api/tasks",
+            json={"title": "from the demo"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert created.status_code == 201
         assert (tmp_path / "todo.db").exists() and (tmp_path / "auth.db").exists()
     finally:
@@ -260,11 +295,14 @@ def test_two_users_sign_up_and_each_manages_only_their_own_tasks(stack, context,
     ada_tasks, bob_tasks = api_tasks(stack, ada), api_tasks(stack, bob)
     for stored in (ada_tasks, bob_tasks):
         assert [(t["title"], t["completed"], t["due_date"][:10]) for t in stored] == [
-            ("Walk the dog", True, "2030-05-01")]
+            ("Walk the dog", True, "2030-05-01")
+        ]
     assert ada_tasks[0]["id"] != bob_tasks[0]["id"]
     as_bob = {"Authorization": f"Bearer {bob}"}
     ada_id = jwt.decode(ada, options={"verify_signature": False})["sub"]
-    assert httpx.get(f"{stack.api}/api/tasks/{ada_tasks[0]['id']}", headers=as_bob).status_code == 404
+    assert (
+        httpx.get(f"{stack.api}/api/tasks/{ada_tasks[0]['id']}", headers=as_bob).status_code == 404
+    )
     assert httpx.get(f"{stack.api}/api/{ada_id}/tasks", headers=as_bob).status_code == 403
     page.reload()
     expect(titles(page)).to_have_text(["Walk the dog"])
@@ -299,7 +337,9 @@ def test_stale_edit_in_a_second_tab_gets_the_conflict_message(stack, context):
     second = context.new_page()  # same user, another tab
     second.goto(stack.web)
     second.get_by_role("button", name="Edit “Call mom”").click()
-    second.get_by_role("form", name="Edit “Call mom”").get_by_label("Title", exact=True).fill("Call mum")
+    second.get_by_role("form", name="Edit “Call mom”").get_by_label("Title", exact=True).fill(
+        "Call mum"
+    )
     second.get_by_role("button", name="Save").click()
     expect(notice(second)).to_have_text("Saved “Call mum”.")
 
@@ -316,7 +356,8 @@ def test_stale_edit_in_a_second_tab_gets_the_conflict_message(stack, context):
     editing.get_by_role("button", name="Save").click()  # knowingly, with the current ETag
     expect(notice(first)).to_have_text("Saved “Call mom”.")
     assert [(t["title"], t["description"]) for t in api_tasks(stack, token)] == [
-        ("Call mom", "on Sunday")]
+        ("Call mom", "on Sunday")
+    ]
 
 
 def test_a_create_whose_answer_is_lost_is_retried_and_made_once(stack, context):
@@ -342,7 +383,9 @@ def test_a_create_whose_answer_is_lost_is_retried_and_made_once(stack, context):
 def test_a_token_expiring_mid_session_is_refreshed(stack, context):
     page = context.new_page()
     token_requests = []
-    page.on("request", lambda request: "/api/auth/token" in request.url and token_requests.append(1))
+    page.on(
+        "request", lambda request: "/api/auth/token" in request.url and token_requests.append(1)
+    )
     sign_up(page, stack.web, "Eve")
     add(page, "Water the plants")
     expect(titles(page)).to_have_text(["Water the plants"])

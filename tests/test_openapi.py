@@ -22,12 +22,17 @@ from schemas.tasks import TaskCreate, TaskPublic, TaskUpdate
 
 # docs/api.md: Endpoints. Both families, the probes; nothing else is documented.
 TASK_OPERATIONS = {
-    ("/tasks", "get"), ("/tasks", "post"), ("/tasks/{task_id}", "get"),
-    ("/tasks/{task_id}", "put"), ("/tasks/{task_id}", "patch"), ("/tasks/{task_id}", "delete"),
+    ("/tasks", "get"),
+    ("/tasks", "post"),
+    ("/tasks/{task_id}", "get"),
+    ("/tasks/{task_id}", "put"),
+    ("/tasks/{task_id}", "patch"),
+    ("/tasks/{task_id}", "delete"),
     ("/tasks/{task_id}/complete", "patch"),
 }
 OPERATIONS = {
-    ("/health", "get"), ("/ready", "get"),
+    ("/health", "get"),
+    ("/ready", "get"),
     *((f"/api{path}", method) for path, method in TASK_OPERATIONS),
     *((f"/api/{{user_id}}{path}", method) for path, method in TASK_OPERATIONS),
 }
@@ -82,7 +87,8 @@ def test_schemas_are_the_pydantic_models(spec):
     assert schemas["Problem"] == {k: v for k, v in problem.items() if k != "$defs"}
     create = spec["paths"]["/api/tasks"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/TaskCreate"}
+        "$ref": "#/components/schemas/TaskCreate"
+    }
 
 
 def test_every_api_operation_documents_its_errors(spec):
@@ -119,15 +125,28 @@ def test_every_api_operation_documents_its_errors(spec):
 def test_parameters_are_typed(spec):
     listing = {p["name"]: p for p in spec["paths"]["/api/{user_id}/tasks"]["get"]["parameters"]}
     assert listing["status"]["schema"]["enum"] == ["all", "pending", "completed"]
-    assert listing["sort"]["schema"]["enum"] == ["created", "updated", "completed", "title",
-                                                 "due_date"]
-    assert listing["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000,
-                                          "default": 1000}
+    assert listing["sort"]["schema"]["enum"] == [
+        "created",
+        "updated",
+        "completed",
+        "title",
+        "due_date",
+    ]
+    assert listing["limit"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000,
+        "default": 1000,
+    }
     assert listing["order"]["schema"]["enum"] == ["asc", "desc"]
     assert listing["user_id"]["in"] == "path" and listing["user_id"]["required"] is True
     one = {p["name"]: p for p in spec["paths"]["/api/tasks/{task_id}"]["get"]["parameters"]}
     assert one["task_id"]["schema"] == {
-        "type": "integer", "format": "int64", "minimum": 1, "maximum": 2**53 - 1}
+        "type": "integer",
+        "format": "int64",
+        "minimum": 1,
+        "maximum": 2**53 - 1,
+    }
 
 
 def test_conditional_and_idempotency_headers_are_documented(spec):
@@ -153,19 +172,25 @@ def test_conditional_and_idempotency_headers_are_documented(spec):
 def test_bearer_jwt_security_scheme(spec):
     assert spec["components"]["securitySchemes"]["bearerAuth"] == {
         **spec["components"]["securitySchemes"]["bearerAuth"],
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
     }
     assert spec["security"] == [{"bearerAuth": []}]
 
 
 def test_links_chain_create_to_the_task_operations(spec):
-    for prefix, suffix, extra in [("/api", "", {}),
-                                  ("/api/{user_id}", "ForUser", {"user_id": "$request.path.user_id"})]:
+    for prefix, suffix, extra in [
+        ("/api", "", {}),
+        ("/api/{user_id}", "ForUser", {"user_id": "$request.path.user_id"}),
+    ]:
         created = spec["paths"][f"{prefix}/tasks"]["post"]["responses"]["201"]
         assert created["headers"]["Location"]
         links = {link["operationId"]: link["parameters"] for link in created["links"].values()}
-        targets = {f"{name}{suffix}" for name in
-                   ("getTask", "updateTask", "patchTask", "toggleTask", "deleteTask")}
+        targets = {
+            f"{name}{suffix}"
+            for name in ("getTask", "updateTask", "patchTask", "toggleTask", "deleteTask")
+        }
         assert set(links) == targets
         assert all(p == {"task_id": "$response.body#/id", **extra} for p in links.values())
 
@@ -193,11 +218,23 @@ def test_examples_match_their_schemas(spec):
     assert checked > 50
 
 
-@pytest.mark.parametrize("title,valid", [
-    ("a", True), (" a ", True), ("x" * 200, True), (" " * 300 + "x" * 200 + "\n", True),
-    ("\x1c", True), ("\u200b", True), ("a b", True),
-    ("", False), ("   ", False), ("\u3000\xa0", False), ("x" * 201, False), ("a\x00b", False),
-])
+@pytest.mark.parametrize(
+    "title,valid",
+    [
+        ("a", True),
+        (" a ", True),
+        ("x" * 200, True),
+        (" " * 300 + "x" * 200 + "\n", True),
+        ("\x1c", True),
+        ("\u200b", True),
+        ("a b", True),
+        ("", False),
+        ("   ", False),
+        ("\u3000\xa0", False),
+        ("x" * 201, False),
+        ("a\x00b", False),
+    ],
+)
 def test_title_pattern_is_the_validator(spec, title, valid):
     """The documented title pattern accepts exactly what TaskCreate accepts."""
     schema = spec["components"]["schemas"]["TaskCreate"]["properties"]["title"]
@@ -206,9 +243,13 @@ def test_title_pattern_is_the_validator(spec, title, valid):
 
 
 ASTRAL_TITLES = [  # characters beyond U+FFFF: one code point, two UTF-16 code units each
-    ("\U0001f600" * 200, True), ("\U0001f600" * 201, False), (" \U0001f600 ", True),
-    ("a" * 199 + "\U0001f600", True), ("\U0001f600" + "a" * 199, True),
-    ("\U0001f600" * 199 + "ab", False), ("\U0001f468\u200d\U0001f469" * 66, True),
+    ("\U0001f600" * 200, True),
+    ("\U0001f600" * 201, False),
+    (" \U0001f600 ", True),
+    ("a" * 199 + "\U0001f600", True),
+    ("\U0001f600" + "a" * 199, True),
+    ("\U0001f600" * 199 + "ab", False),
+    ("\U0001f468\u200d\U0001f469" * 66, True),
 ]
 
 
@@ -226,15 +267,22 @@ def test_title_pattern_read_with_the_u_flag_is_the_validator(spec):
     schema = spec["components"]["schemas"]["TaskCreate"]["properties"]["title"]
     assert "`u` flag" in schema["description"]
     titles = [title for title, _ in ASTRAL_TITLES] + ["a", "", "x" * 201, "a\x00b", " \u3000x "]
-    script = ("const [p, titles] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
-              "console.log(JSON.stringify(titles.map(t => [new RegExp(p, 'u').test(t),"
-              " new RegExp(p).test(t)])));")
+    script = (
+        "const [p, titles] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+        "console.log(JSON.stringify(titles.map(t => [new RegExp(p, 'u').test(t),"
+        " new RegExp(p).test(t)])));"
+    )
     if shutil.which("node") is None:
         if os.getenv("CI"):
             pytest.fail("node is not installed")
         pytest.skip("node is not installed")
-    done = subprocess.run(["node", "-e", script], input=json.dumps([schema["pattern"], titles]),
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["node", "-e", script],
+        input=json.dumps([schema["pattern"], titles]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     answers = dict(zip(titles, json.loads(done.stdout)))
     for title, (unicode, _) in answers.items():
         assert unicode is _accepts(TaskCreate, {"title": title}), title

@@ -55,8 +55,10 @@ def test_concurrent_requests_share_the_few_server_connections(pooled, database):
     listed = Api(pooled, user, "B").list(sort="title").json()
     assert sorted(t["title"] for t in listed) == sorted(f"task {n}" for n in range(PARALLEL))
     server_connections = query(
-        database, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND application_name = 'todo-api'")
+        database,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'todo-api'",
+    )
     assert 1 <= server_connections[0][0] <= SERVER_CONNECTIONS
 
 

@@ -9,8 +9,7 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 from pydantic import ValidationError
 
 import migrations
@@ -22,7 +21,8 @@ from tests.servers import PostgresDatabase, run_sql
 # Any text a task may hold: no NUL, no lone surrogates (both refused by validation).
 TEXT = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 UTC_TIMES = st.datetimes(
-    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999),
+    min_value=datetime(1, 1, 1),
+    max_value=datetime(9999, 12, 31, 23, 59, 59, 999999),
     timezones=st.just(timezone.utc),
 )
 TASKS = st.builds(
@@ -32,11 +32,15 @@ TASKS = st.builds(
     due_date=st.none() | UTC_TIMES,
     completed=st.booleans(),
 )
-SHAPES = [(status, sort, order) for status in ("all", "pending", "completed")
-          for sort in ("created", "updated", "completed", "title", "due_date")
-          for order in ("asc", "desc")]
-SETTINGS = settings(max_examples=30, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SHAPES = [
+    (status, sort, order)
+    for status in ("all", "pending", "completed")
+    for sort in ("created", "updated", "completed", "title", "due_date")
+    for order in ("asc", "desc")
+]
+SETTINGS = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +48,19 @@ def stores(postgres_admin_url, tmp_path_factory):
     """(PostgreSQL rendering, Python over the same PostgreSQL, Python over SQLite, PostgreSQL
     rendering with the session TimeZone at +14:00)."""
     utc, far_east = PostgresDatabase(postgres_admin_url), PostgresDatabase(postgres_admin_url)
-    run_sql(postgres_admin_url, f'ALTER DATABASE "{far_east.name}" SET timezone = '
-            "'Pacific/Kiritimati'")
+    run_sql(
+        postgres_admin_url,
+        f"ALTER DATABASE \"{far_east.name}\" SET timezone = 'Pacific/Kiritimati'",
+    )
     sqlite_url = f"sqlite:///{tmp_path_factory.mktemp('rendering')}/todo.db"
     for url in (utc.url, sqlite_url, far_east.url):
         migrations.upgrade(url)
-    made = (Store(utc.url), Store(utc.url, json_by_database=False), Store(sqlite_url),
-            Store(far_east.url))
+    made = (
+        Store(utc.url),
+        Store(utc.url, json_by_database=False),
+        Store(sqlite_url),
+        Store(far_east.url),
+    )
     yield made
     for one in made:
         one.dispose()
@@ -82,17 +92,24 @@ def _same_position(rendered, python) -> bool:
 
 
 # Every character either encoder escapes, and some that neither does.
-ESCAPED = "a" + "".join(map(chr, range(1, 32))) + '\x7f"\\/\u2028\u2029\ufeff\uffff\U0001f600e\u0301z'
-EARLIEST, LATEST = datetime(1, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 59, 59,
-                                                                      999999, tzinfo=timezone.utc)
+ESCAPED = (
+    "a" + "".join(map(chr, range(1, 32))) + '\x7f"\\/\u2028\u2029\ufeff\uffff\U0001f600e\u0301z'
+)
+EARLIEST, LATEST = (
+    datetime(1, 1, 1, tzinfo=timezone.utc),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+)
 
 
 @SETTINGS
 @given(tasks=st.lists(TASKS, min_size=1, max_size=4), now=UTC_TIMES)
-@example(tasks=[{"title": ESCAPED, "description": ESCAPED, "due_date": LATEST, "completed": True}],
-         now=EARLIEST)
-@example(tasks=[{"title": "x", "description": "", "due_date": EARLIEST, "completed": False}],
-         now=LATEST)
+@example(
+    tasks=[{"title": ESCAPED, "description": ESCAPED, "due_date": LATEST, "completed": True}],
+    now=EARLIEST,
+)
+@example(
+    tasks=[{"title": "x", "description": "", "due_date": EARLIEST, "completed": False}], now=LATEST
+)
 def test_single_task_answers_are_the_same_bytes(stores, monkeypatch, tasks, now):
     """POST, GET, PATCH and toggle answers on every path."""
     monkeypatch.setattr(store_module, "_now", lambda: now)
@@ -108,13 +125,14 @@ def test_single_task_answers_are_the_same_bytes(stores, monkeypatch, tasks, now)
                 toggled = one.toggle_task(user, created["id"])
             assert read == created
             assert (changed["version"], toggled["version"]) == (2, 3)
-            bodies.add(tuple(_without_ids(answer["body"]) for answer in (created, changed, toggled)))
+            bodies.add(
+                tuple(_without_ids(answer["body"]) for answer in (created, changed, toggled))
+            )
         assert len(bodies) == 1
 
 
 @SETTINGS
-@given(tasks=st.lists(TASKS, min_size=1, max_size=6), now=UTC_TIMES,
-       limit=st.integers(1, 4))
+@given(tasks=st.lists(TASKS, min_size=1, max_size=6), now=UTC_TIMES, limit=st.integers(1, 4))
 def test_list_pages_are_the_same_bytes(stores, monkeypatch, tasks, now, limit):
     """Every list shape, page by page: PostgreSQL's body and next-page position are the
     Python path's over the same rows."""
@@ -150,8 +168,9 @@ def test_lists_are_the_same_bytes_on_sqlite(stores, monkeypatch, tasks, now):
         with one.acting_for(user, None, None):
             for contents in tasks:
                 one.create_task(user, _task(contents))
-    bodies = {_without_ids(one.list_tasks(user, ListQuery()).body)
-              for one in (database, sqlite, far_east)}
+    bodies = {
+        _without_ids(one.list_tasks(user, ListQuery()).body) for one in (database, sqlite, far_east)
+    }
     assert len(bodies) == 1
 
 
@@ -161,10 +180,12 @@ def test_a_key_stored_by_an_earlier_version_replays_the_same_bytes(stores):
     user = f"user-{uuid.uuid4().hex}"
     for one in (stores[0], stores[3]):
         with one.acting_for(user, None, None):
-            task = one.create_task(user, TaskCreate(title="Ünïcode \"1\"", due_date="2030-01-31"))
+            task = one.create_task(user, TaskCreate(title='Ünïcode "1"', due_date="2030-01-31"))
         with one.engine.connect() as connection:
             connection.exec_driver_sql(
                 "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status, "
                 "response) SELECT user_id, %(key)s, 'f', now(), 201, row_to_json(tasks)::text "
-                "FROM tasks WHERE id = %(id)s", {"key": f"key-{task['id']}", "id": task["id"]})
+                "FROM tasks WHERE id = %(id)s",
+                {"key": f"key-{task['id']}", "id": task["id"]},
+            )
         assert one.claim_key(user, f"key-{task['id']}", "f")["response"] == task

@@ -26,8 +26,13 @@ async def test_unhandled_exception_is_500_problem_with_request_id(caplog):
             response = await client.get("/api/tasks", headers={"X-Request-ID": "req-123"})
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json() == {"type": "about:blank", "title": "Internal Server Error",
-                               "status": 500, "detail": "internal error", "request_id": "req-123"}
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "internal error",
+        "request_id": "req-123",
+    }
     assert "secret internals" not in response.text
     assert "secret internals" in caplog.text  # the traceback goes to the log
     assert "GET /api/tasks 500" in caplog.text
@@ -49,14 +54,17 @@ async def test_app_stack_logs_every_request_and_its_500_carries_cors(configured_
     """In app.py's middleware order a CORS preflight that CORSMiddleware answers itself is
     logged too, and a 500 made of an unhandled exception carries the CORS headers a browser
     needs to show it to the frontend."""
-    app = Starlette(routes=[Route("/boom", broken_endpoint)],
-                    middleware=configured_app.user_middleware)
+    app = Starlette(
+        routes=[Route("/boom", broken_endpoint)], middleware=configured_app.user_middleware
+    )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     with caplog.at_level(logging.INFO, logger="todo.request"):
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             boom = await client.get("/boom", headers={"Origin": FRONTEND})
-            preflight = await client.options("/api/tasks", headers={
-                "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+            preflight = await client.options(
+                "/api/tasks",
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+            )
     assert boom.status_code == 500
     assert boom.headers["access-control-allow-origin"] == FRONTEND
     assert boom.json()["request_id"] == boom.headers["x-request-id"]

@@ -57,11 +57,13 @@ def test_every_endpoint_costs_one_round_trip(counted, prefix):
             assert response.status_code == status, (name, response.text)
             assert count == 1, f"{name}: {count} round trips"
         current = http.get(path).headers["etag"]
-        response, count = trips(proxy, lambda: http.put(
-            path, json={"title": "if"}, headers={"If-Match": current}))
+        response, count = trips(
+            proxy, lambda: http.put(path, json={"title": "if"}, headers={"If-Match": current})
+        )
         assert (response.status_code, count) == (200, 1)
-        response, count = trips(proxy, lambda: http.put(
-            path, json={"title": "stale"}, headers={"If-Match": current}))
+        response, count = trips(
+            proxy, lambda: http.put(path, json={"title": "stale"}, headers={"If-Match": current})
+        )
         assert (response.status_code, count) == (412, 2)  # the miss, then the current task
         response, count = trips(proxy, lambda: http.get(f"{base}/2147483000"))
         assert (response.status_code, count) == (404, 1)
@@ -69,12 +71,21 @@ def test_every_endpoint_costs_one_round_trip(counted, prefix):
         assert (response.status_code, count) == (204, 1)
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("list", 1), ("create", 1), ("get missing", 1), ("update missing", 1), ("toggle missing", 1),
-    ("delete missing", 1), ("create with Idempotency-Key", 2),
-])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("list", 1),
+        ("create", 1),
+        ("get missing", 1),
+        ("update missing", 1),
+        ("toggle missing", 1),
+        ("delete missing", 1),
+        ("create with Idempotency-Key", 2),
+    ],
+)
 def test_a_new_users_first_request_stores_the_user_without_a_round_trip_of_its_own(
-        counted, postgres_database, kind, expected):
+    counted, postgres_database, kind, expected
+):
     """The upsert of a user this process has not seen travels inside the request's first
     statement (Store.acting_for), whatever that statement is; the row is there afterwards."""
     server, proxy = counted
@@ -88,7 +99,8 @@ def test_a_new_users_first_request_stores_the_user_without_a_round_trip_of_its_o
         "toggle missing": lambda: httpx.patch(f"{missing}/complete", headers=user.headers),
         "delete missing": lambda: httpx.delete(missing, headers=user.headers),
         "create with Idempotency-Key": lambda: httpx.post(
-            base, json={"title": "k"}, headers={**user.headers, "Idempotency-Key": "first"}),
+            base, json={"title": "k"}, headers={**user.headers, "Idempotency-Key": "first"}
+        ),
     }[kind]
     response, count = trips(proxy, call)
     assert response.status_code in (200, 201, 404) and count == expected, (response, count)
@@ -124,15 +136,21 @@ def test_idempotency_key_costs_at_most_two_round_trips(counted):
     with httpx.Client(headers=user.headers, timeout=30) as http:
         http.get(base)  # the user exists
         for name, call in {
-            "create": lambda: http.post(base, json={"title": "k"}, headers={"Idempotency-Key": "k1"}),
-            "replay": lambda: http.post(base, json={"title": "k"}, headers={"Idempotency-Key": "k1"}),
+            "create": lambda: http.post(
+                base, json={"title": "k"}, headers={"Idempotency-Key": "k1"}
+            ),
+            "replay": lambda: http.post(
+                base, json={"title": "k"}, headers={"Idempotency-Key": "k1"}
+            ),
         }.items():
             response, count = trips(proxy, call)
             assert response.status_code == 201 and count == 2, (name, count)
         path = f"{base}/{response.json()['id']}"
         for name, call in {
             "toggle": lambda: http.patch(f"{path}/complete", headers={"Idempotency-Key": "k2"}),
-            "update": lambda: http.put(path, json={"title": "u"}, headers={"Idempotency-Key": "k3"}),
+            "update": lambda: http.put(
+                path, json={"title": "u"}, headers={"Idempotency-Key": "k3"}
+            ),
             "empty": lambda: http.patch(path, json={}, headers={"Idempotency-Key": "k4"}),
         }.items():
             response, count = trips(proxy, call)

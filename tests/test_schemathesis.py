@@ -62,22 +62,44 @@ def test_api_user_tasks_keep_the_contract(case):
 
 @pytest.mark.parametrize("user_in_path", [False, True], ids=["api-tasks", "api-user-tasks"])
 def test_stateful_links_chain_real_calls(postgres_server, api_user, user_in_path):
-    """`st run --phases stateful` (the CLI, as docs/testing.md shows it, with schemathesis.toml) follows
-    the document's links from a created task to get, update, toggle and delete it. The CLI's
+    """`st run --phases stateful` (the CLI, as docs/testing.md shows it, with schemathesis.toml)
+    follows the document's links from a created task to get, update, toggle and delete it. The CLI's
     engine, unlike Hypothesis' plain state machine runner, tolerates a server whose answers
     depend on earlier calls. The server's access log proves the chain reached real tasks: every
     operation on a task id succeeded at least once, which random ids would not."""
     selection = "--include-path-regex" if user_in_path else "--exclude-path-regex"
     served_before = len(postgres_server.logs())
     run = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{postgres_server.url}/openapi.json",
-         "--checks", "all", "--phases", "stateful", selection, USER_IN_PATH],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{postgres_server.url}/openapi.json",
+            "--checks",
+            "all",
+            "--phases",
+            "stateful",
+            selection,
+            USER_IN_PATH,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Stateful" in run.stdout and "No issues found" in run.stdout, run.stdout
     served = postgres_server.logs()[served_before:]
     task = re.escape(f"/api/{api_user.id}" if user_in_path else "/api") + r"/tasks/\d+"
-    for method, suffix, status in [("GET", "", 200), ("PUT", "", 200), ("PATCH", "", 200),
-                                   ("PATCH", "/complete", 200), ("DELETE", "", 204)]:
-        assert re.search(f"todo.request {method} {task}{suffix} {status} ", served), (method, suffix)
+    for method, suffix, status in [
+        ("GET", "", 200),
+        ("PUT", "", 200),
+        ("PATCH", "", 200),
+        ("PATCH", "/complete", 200),
+        ("DELETE", "", 204),
+    ]:
+        assert re.search(f"todo.request {method} {task}{suffix} {status} ", served), (
+            method,
+            suffix,
+        )

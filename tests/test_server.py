@@ -14,9 +14,9 @@ from sqlalchemy.engine import make_url
 
 from middleware.slow_clients import HEAD_TIMEOUT_SECONDS
 from tests.helpers import Api, assert_one_clear_line, rows, server_env, wait_for_no_app_connections
+from tests.pgwire import RoundTripProxy
 from tests.servers import ROOT, AppServer, free_port, procfile_options
 from tests.users import SECRET, new_user
-from tests.pgwire import RoundTripProxy
 
 
 def start_failure(env: dict[str, str], migrate: bool = True) -> str:
@@ -29,10 +29,13 @@ def start_failure(env: dict[str, str], migrate: bool = True) -> str:
     return server.logs()
 
 
-@pytest.mark.parametrize("secret,message", [
-    ("", "BETTER_AUTH_SECRET is not set"),
-    ("too-short", "at least 32 bytes"),
-])
+@pytest.mark.parametrize(
+    "secret,message",
+    [
+        ("", "BETTER_AUTH_SECRET is not set"),
+        ("too-short", "at least 32 bytes"),
+    ],
+)
 def test_refuses_to_start_without_a_usable_secret(tmp_path, secret, message):
     env = server_env(f"sqlite:///{tmp_path}/todo.db", BETTER_AUTH_SECRET=secret)
     output = start_failure(env)
@@ -40,10 +43,14 @@ def test_refuses_to_start_without_a_usable_secret(tmp_path, secret, message):
     assert "Traceback" not in output
 
 
-@pytest.mark.parametrize("path,words", [
-    ("/tmp/no-such-directory-{n}/todo.db", ["/tmp/no-such-directory-", "does not exist"]),
-    ("/proc/todo-{n}.db", ["/proc/todo-", "DATABASE_URL"]),
-], ids=["missing directory", "read-only file system"])
+@pytest.mark.parametrize(
+    "path,words",
+    [
+        ("/tmp/no-such-directory-{n}/todo.db", ["/tmp/no-such-directory-", "does not exist"]),
+        ("/proc/todo-{n}.db", ["/proc/todo-", "DATABASE_URL"]),
+    ],
+    ids=["missing directory", "read-only file system"],
+)
 def test_unusable_sqlite_path_is_one_clear_line(path, words):
     path = path.format(n=time.time_ns())
     assert_one_clear_line(start_failure(server_env(f"sqlite:///{path}"), migrate=False), *words)
@@ -52,8 +59,9 @@ def test_unusable_sqlite_path_is_one_clear_line(path, words):
 def test_unreachable_database_at_start_is_one_clear_line():
     port = free_port()  # nothing listens there
     password = f"pw-{time.time_ns()}"
-    output = start_failure(server_env(f"postgresql://todo:{password}@127.0.0.1:{port}/todo"),
-                           migrate=False)
+    output = start_failure(
+        server_env(f"postgresql://todo:{password}@127.0.0.1:{port}/todo"), migrate=False
+    )
     assert_one_clear_line(output, f"127.0.0.1:{port}/todo", "DATABASE_URL")
     assert password not in output
 
@@ -116,8 +124,9 @@ def test_claims_cannot_forge_log_lines(server):
     marker = f"forged-{time.time_ns()}"
     shared = f"{marker}@example.com"
     holder = new_user(email=shared)
-    intruder = new_user(sub=f"x\r\n{marker} INFO todo.request GET /api/tasks 200\x1b[2J\u2028",
-                        email=shared)
+    intruder = new_user(
+        sub=f"x\r\n{marker} INFO todo.request GET /api/tasks 200\x1b[2J\u2028", email=shared
+    )
     assert httpx.get(f"{server.url}/api/tasks", headers=holder.headers).status_code == 200
     assert httpx.get(f"{server.url}/api/tasks", headers=intruder.headers).status_code == 200
     time.sleep(0.2)
@@ -126,8 +135,18 @@ def test_claims_cannot_forge_log_lines(server):
     assert all(line.isprintable() for line in lines), lines
 
 
-@pytest.mark.parametrize("path", ["/api/tasks/", "/health/", "/ready/", "/api/tasks/1/",
-                                  "/api/tasks/1/complete/", "/openapi.json/", "/api/u/tasks/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/tasks/",
+        "/health/",
+        "/ready/",
+        "/api/tasks/1/",
+        "/api/tasks/1/complete/",
+        "/openapi.json/",
+        "/api/u/tasks/",
+    ],
+)
 def test_trailing_slash_is_404_never_a_redirect(server, path):
     """No redirect to a URL built from the client's `Host` (and always http://): a path with a
     trailing slash names no resource, 404 problem details (401 first under /api without a
@@ -136,8 +155,9 @@ def test_trailing_slash_is_404_never_a_redirect(server, path):
     for headers in ({}, user.headers, {**user.headers, "Host": "evil.example"}):
         expected = 401 if path.startswith("/api") and not headers else 404
         for method in ("GET", "POST", "PATCH"):
-            response = httpx.request(method, f"{server.url}{path}", headers=headers,
-                                     follow_redirects=False)
+            response = httpx.request(
+                method, f"{server.url}{path}", headers=headers, follow_redirects=False
+            )
             assert response.status_code == expected, (method, path, response.status_code)
             assert "location" not in response.headers
             assert response.headers["content-type"] == "application/problem+json"
@@ -175,23 +195,30 @@ def test_a_flood_of_slow_connections_does_not_starve_normal_requests(tmp_path):
     is still served at once; the silent and slowloris connections are closed once the head
     timeout passes, and a missing body is answered 408. Loopback only, bounded in time."""
     user = new_user()
-    server = AppServer(server_env(f"sqlite:///{tmp_path}/todo.db"), args=procfile_options(),
-                       open_files=1024).start()
+    server = AppServer(
+        server_env(f"sqlite:///{tmp_path}/todo.db"), args=procfile_options(), open_files=1024
+    ).start()
     flood: dict[str, list[socket.socket]] = {}
     try:
         flood["silent"] = open_connections(server.port, 400)
         flood["slowloris"] = open_connections(server.port, 400, b"GET /health HTTP/1.1\r\n")
-        flood["no body"] = open_connections(server.port, 300, (
-            f"POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user.token}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n").encode())
+        flood["no body"] = open_connections(
+            server.port,
+            300,
+            (
+                f"POST /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user.token}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            ).encode(),
+        )
         started = time.monotonic()
         for n in range(3):
             for sock in flood["slowloris"]:
                 sock.send(b"X")  # one more byte of a header line that never ends
             response = httpx.get(f"{server.url}/api/tasks", headers=user.headers, timeout=5)
             assert response.status_code == 200, response.text
-            created = httpx.post(f"{server.url}/api/tasks", json={"title": f"t{n}"},
-                                 headers=user.headers, timeout=5)
+            created = httpx.post(
+                f"{server.url}/api/tasks", json={"title": f"t{n}"}, headers=user.headers, timeout=5
+            )
             assert created.status_code == 201, created.text
             time.sleep(1)
         deadline = started + HEAD_TIMEOUT_SECONDS + 5
@@ -240,9 +267,11 @@ def test_client_leaving_mid_body_is_no_500(server, db):
     user = new_user()
     marker = f"gone-{time.time_ns()}"
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(f"POST /api/tasks HTTP/1.1\r\nHost: test\r\nX-Request-ID: {marker}\r\n"
-                     f"Authorization: Bearer {user.token}\r\nContent-Type: application/json\r\n"
-                     f'Content-Length: 1000\r\n\r\n{{"title": "half'.encode())
+        sock.sendall(
+            f"POST /api/tasks HTTP/1.1\r\nHost: test\r\nX-Request-ID: {marker}\r\n"
+            f"Authorization: Bearer {user.token}\r\nContent-Type: application/json\r\n"
+            f'Content-Length: 1000\r\n\r\n{{"title": "half'.encode()
+        )
         time.sleep(0.2)
     deadline = time.monotonic() + 5
     while marker not in server.logs() and time.monotonic() < deadline:
@@ -263,8 +292,9 @@ def test_tasks_persist_across_restart(postgres_database):
     server = AppServer(server_env(postgres_database.url)).start()
     user = new_user()
     try:
-        task = httpx.post(f"{server.url}/api/tasks", json={"title": "survive"},
-                          headers=user.headers).json()
+        task = httpx.post(
+            f"{server.url}/api/tasks", json={"title": "survive"}, headers=user.headers
+        ).json()
     finally:
         server.stop()  # SIGTERM: uvicorn shuts down gracefully, then re-raises the signal
     assert "Finished server process" in server.logs()
@@ -286,14 +316,20 @@ def test_killed_idle_connections_give_no_error(postgres_server, postgres_databas
     timeout) are noticed at checkout and replaced: no request, read or write, sees an error."""
     server = postgres_server
     user = new_user()
-    with httpx.Client(base_url=server.url, timeout=15, limits=httpx.Limits(max_connections=8)) as http:
+    with httpx.Client(
+        base_url=server.url, timeout=15, limits=httpx.Limits(max_connections=8)
+    ) as http:
         api = Api(http, user, "A")
         task = api.new_task()
 
         def work(n: int) -> int:
-            call = [lambda: api.list(), lambda: api.create({"title": f"t{n}"}),
-                    lambda: api.update(task["id"], {"title": f"u{n}"}, method="PATCH"),
-                    lambda: api.toggle(task["id"]), lambda: api.get(task["id"])][n % 5]
+            call = [
+                lambda: api.list(),
+                lambda: api.create({"title": f"t{n}"}),
+                lambda: api.update(task["id"], {"title": f"u{n}"}, method="PATCH"),
+                lambda: api.toggle(task["id"]),
+                lambda: api.get(task["id"]),
+            ][n % 5]
             return call().status_code
 
         for _ in range(3):
@@ -325,8 +361,11 @@ def test_database_unreachable_is_503_and_recovers(proxied_server):
     url = f"{server.url}/api/tasks"
     task = httpx.post(url, json={"title": "t"}, headers=user.headers).json()
     proxy.cut()
-    for method, path, body in [("GET", "", None), ("POST", "", {"title": "x"}),
-                               ("PATCH", f"/{task['id']}/complete", None)]:
+    for method, path, body in [
+        ("GET", "", None),
+        ("POST", "", {"title": "x"}),
+        ("PATCH", f"/{task['id']}/complete", None),
+    ]:
         started = time.monotonic()
         response = httpx.request(method, url + path, json=body, headers=user.headers, timeout=30)
         assert response.status_code == 503, response.text
@@ -344,16 +383,30 @@ def test_database_unreachable_is_503_and_recovers(proxied_server):
 
 def test_smoke_script_passes_against_a_real_server(server):
     token = subprocess.run(
-        [sys.executable, "scripts/dev_token.py", f"smoke-{time.time_ns()}"], cwd=ROOT, check=True,
-        capture_output=True, text=True, env={**os.environ, "BETTER_AUTH_SECRET": SECRET},
+        [sys.executable, "scripts/dev_token.py", f"smoke-{time.time_ns()}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BETTER_AUTH_SECRET": SECRET},
     ).stdout.strip()
-    result = subprocess.run(["bash", "scripts/smoke.sh", server.url, token], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", "scripts/smoke.sh", server.url, token],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "smoke test passed" in result.stderr
 
 
 def test_smoke_script_fails_on_unexpected_status(server):
-    result = subprocess.run(["bash", "scripts/smoke.sh", server.url, "not-a-valid-token.x.y"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "scripts/smoke.sh", server.url, "not-a-valid-token.x.y"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0

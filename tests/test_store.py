@@ -30,13 +30,17 @@ def pg_store(postgres_database):
     store.dispose()
 
 
-@pytest.mark.parametrize("title", ["a\x00b", "a\ud800", "x" * 201],
-                         ids=["NUL", "lone surrogate", "longer than the column"])
+@pytest.mark.parametrize(
+    "title",
+    ["a\x00b", "a\ud800", "x" * 201],
+    ids=["NUL", "lone surrogate", "longer than the column"],
+)
 def test_values_postgresql_refuses_are_invalid_data(pg_store, title):
     user_id = f"user-{uuid.uuid4().hex}"
     pg_store.ensure_user(user_id, None, None)
-    unchecked = TaskCreate.model_construct(title=title, description=None, due_date=None,
-                                           completed=False)  # as if validation had let it by
+    unchecked = TaskCreate.model_construct(
+        title=title, description=None, due_date=None, completed=False
+    )  # as if validation had let it by
     with pytest.raises(InvalidData):
         pg_store.create_task(user_id, unchecked)
     with pytest.raises(InvalidData):
@@ -91,7 +95,9 @@ def test_times_are_utc_whatever_the_session_time_zone(postgres_admin_url):
     pooler may set; every time the API sends is still UTC with a `Z` (docs/api.md: Data), on fresh
     answers and on Idempotency-Key replays (rebuilt from row_to_json text in that zone)."""
     database = PostgresDatabase(postgres_admin_url)
-    run_sql(postgres_admin_url, f'ALTER DATABASE "{database.name}" SET timezone TO \'Asia/Kolkata\'')
+    run_sql(
+        postgres_admin_url, f"ALTER DATABASE \"{database.name}\" SET timezone TO 'Asia/Kolkata'"
+    )
     try:
         with in_process(server_env(database.url)) as client:
             assert run_sql(database.url, "SHOW timezone") == [("Asia/Kolkata",)]

@@ -1,4 +1,5 @@
-"""Task endpoints end to end (docs/api.md: Endpoints), both route families, SQLite and PostgreSQL."""
+"""Task endpoints end to end (docs/api.md: Endpoints), both route families, SQLite and
+PostgreSQL."""
 
 import uuid
 from datetime import datetime
@@ -9,8 +10,16 @@ import pytest
 from tests.helpers import Api, assert_problem, rows
 from tests.users import User, make_token
 
-TASK_KEYS = {"id", "title", "description", "completed", "due_date", "completed_at", "created_at",
-             "updated_at"}
+TASK_KEYS = {
+    "id",
+    "title",
+    "description",
+    "completed",
+    "due_date",
+    "completed_at",
+    "created_at",
+    "updated_at",
+}
 
 
 def parse_time(value: str) -> datetime:
@@ -38,8 +47,9 @@ def test_create_returns_task_and_location(api):
     assert api.client.get(response.headers["location"], headers=api.user.headers).json() == task
 
 
-@pytest.mark.parametrize("user_id", ["用户", "josé", "a b", "tab\there", "ctrl\x01",
-                                     "line\r\nSet-Cookie: stolen=1"])
+@pytest.mark.parametrize(
+    "user_id", ["用户", "josé", "a b", "tab\there", "ctrl\x01", "line\r\nSet-Cookie: stolen=1"]
+)
 def test_location_is_a_valid_header_for_any_user_id(client, user_id):
     """Family B's Location carries the path's user id: percent-encoded, never a 500 after the
     task is stored, never a header split."""
@@ -108,8 +118,11 @@ def test_empty_update_changes_nothing(api):
 
 def test_read_only_fields_are_never_applied(api, other, db):
     sneaky = {
-        "title": "mine", "id": 999999, "user_id": other.user.id,
-        "created_at": "2000-01-01T00:00:00Z", "updated_at": "2000-01-01T00:00:00Z",
+        "title": "mine",
+        "id": 999999,
+        "user_id": other.user.id,
+        "created_at": "2000-01-01T00:00:00Z",
+        "updated_at": "2000-01-01T00:00:00Z",
     }
     task = api.new_task(**sneaky)
     assert task["id"] != 999999
@@ -163,11 +176,12 @@ def test_sort_by_title_is_case_insensitive_with_ties_on_id(api):
 
 
 def test_sort_by_title_outside_ascii_is_as_documented(api, db):
-    """docs/api.md: `title` ignores the case of A-Z on both databases; beyond ASCII, PostgreSQL folds
-    case by its database's LC_CTYPE (Unicode-aware under a UTF-8 locale, such as Neon's
+    """docs/api.md: `title` ignores the case of A-Z on both databases; beyond ASCII, PostgreSQL
+    folds case by its database's LC_CTYPE (Unicode-aware under a UTF-8 locale, such as Neon's
     C.UTF-8), SQLite not at all: there "Éclair" and "éclair" are two keys, in code point order."""
-    made = {title: api.new_task(title=title)["id"]
-            for title in ("éclair", "Zebra", "Éclair", "apple")}
+    made = {
+        title: api.new_task(title=title)["id"] for title in ("éclair", "Zebra", "Éclair", "apple")
+    }
     listed = [t["title"] for t in api.list(sort="title").json()]
     if db.dialect.name == "sqlite":
         assert listed == ["apple", "Zebra", "Éclair", "éclair"]
@@ -207,9 +221,16 @@ def test_filter_and_sort_combined(api):
     assert [t["id"] for t in listed] == [c, a]
 
 
-@pytest.mark.parametrize("params", [
-    {"status": "done"}, {"sort": "priority"}, {"order": "up"}, {"sort": ""}, {"status": "ALL"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"status": "done"},
+        {"sort": "priority"},
+        {"order": "up"},
+        {"sort": ""},
+        {"status": "ALL"},
+    ],
+)
 def test_invalid_list_query_is_400(api, params):
     assert_problem(api.list(**params), 400, next(iter(params)))
 
@@ -244,4 +265,8 @@ def test_sort_by_updated_and_completed(api):
     api.toggle(first)
     newest_done = [t["id"] for t in api.list(sort="completed").json()]
     assert newest_done == [first, third, second]  # never completed: last
-    assert [t["id"] for t in api.list(sort="completed", order="asc").json()] == [third, first, second]
+    assert [t["id"] for t in api.list(sort="completed", order="asc").json()] == [
+        third,
+        first,
+        second,
+    ]

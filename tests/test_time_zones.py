@@ -12,8 +12,14 @@ from tests.servers import AppServer, PostgresDatabase, run_sql
 from tests.users import new_user
 
 # Each is year 0 or year 10000 in one of the zones below: unreadable for Python's datetime.
-EXTREMES = ["0001-01-01", "0001-01-01T04:56:01Z", "0001-01-01T00:00:00.000001+00:00",
-            "9999-12-31T23:59:59Z", "9999-12-31T23:59:59.999999Z", "9999-12-31T15:00:00Z"]
+EXTREMES = [
+    "0001-01-01",
+    "0001-01-01T04:56:01Z",
+    "0001-01-01T00:00:00.000001+00:00",
+    "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59.999999Z",
+    "9999-12-31T15:00:00Z",
+]
 ZONES = ["America/New_York", "Asia/Tokyo", "Pacific/Kiritimati", "Etc/GMT+12"]
 
 
@@ -57,8 +63,11 @@ def test_extreme_due_dates_read_back_in_any_session_time_zone(zoned_server, zone
         for task in created:
             got = api.get(task["id"])
             assert got.status_code == 200 and got.json() == task
-            updated = api.update(task["id"], {"due_date": task["due_date"]},
-                                 headers={"If-Match": got.headers["etag"]})
+            updated = api.update(
+                task["id"],
+                {"due_date": task["due_date"]},
+                headers={"If-Match": got.headers["etag"]},
+            )
             assert updated.status_code == 200 and updated.json()["due_date"] == task["due_date"]
         for sort in ("due_date", "created", "title"):
             for order in ("asc", "desc"):

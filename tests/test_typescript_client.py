@@ -33,22 +33,42 @@ def api(tmp_path_factory):
 
 
 def tsc(project: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "tsc"), "--noEmit", "-p", str(project)], cwd=CLIENT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(BIN / "tsc"), "--noEmit", "-p", str(project)],
+        cwd=CLIENT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_committed_types_are_those_of_the_running_api(api, tmp_path):
     generated = tmp_path / "schema.d.ts"
     subprocess.run(
-        [str(BIN / "openapi-typescript"), f"{api.url}/openapi.json", "--default-non-nullable",
-         "false", "-o", str(generated)],
-        cwd=CLIENT, check=True, capture_output=True, text=True, timeout=120,
+        [
+            str(BIN / "openapi-typescript"),
+            f"{api.url}/openapi.json",
+            "--default-non-nullable",
+            "false",
+            "-o",
+            str(generated),
+        ],
+        cwd=CLIENT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if os.getenv("UPDATE_TS_CLIENT"):
         shutil.copyfile(generated, SCHEMA)
-    diff = "".join(difflib.unified_diff(
-        SCHEMA.read_text().splitlines(True), generated.read_text().splitlines(True),
-        "committed src/schema.d.ts", "generated from /openapi.json"))
+    diff = "".join(
+        difflib.unified_diff(
+            SCHEMA.read_text().splitlines(True),
+            generated.read_text().splitlines(True),
+            "committed src/schema.d.ts",
+            "generated from /openapi.json",
+        )
+    )
     assert not diff, f"clients/typescript is out of date: run `make client`\n{diff[:4000]}"
 
 
@@ -73,7 +93,7 @@ def test_calls_that_break_the_contract_do_not_type_check(tmp_path):
     header = [
         f'import {{ createTodoClient, ok }} from "{CLIENT / "src" / "index"}";',
         'const api = createTodoClient({ baseUrl: "http://localhost:8000", token: () => null });',
-        "export const fine = ok(api.GET(\"/api/tasks\", { params: { query: { sort: \"title\" } } }));",
+        'export const fine = ok(api.GET("/api/tasks", { params: { query: { sort: "title" } } }));',
     ]
     lines = header + [f"export const bad{n} = {call};" for n, call in enumerate(BREAKING_CALLS)]
     (tmp_path / "bad.ts").write_text("\n".join(lines) + "\n")
@@ -81,6 +101,9 @@ def test_calls_that_break_the_contract_do_not_type_check(tmp_path):
         f'{{"extends": "{CLIENT / "tsconfig.json"}", "include": ["bad.ts"]}}'
     )
     result = tsc(tmp_path)
-    flagged = {int(line.split("(")[1].split(",")[0]) for line in result.stdout.splitlines()
-               if line.split("(")[0].endswith("bad.ts")}
+    flagged = {
+        int(line.split("(")[1].split(",")[0])
+        for line in result.stdout.splitlines()
+        if line.split("(")[0].endswith("bad.ts")
+    }
     assert flagged == set(range(len(header) + 1, len(lines) + 1)), result.stdout

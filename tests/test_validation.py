@@ -62,19 +62,22 @@ def test_length_boundaries_are_accepted(api):
     assert api.new_task(title="x", description="")["description"] == ""
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"title": ""}, "title"),
-    ({"title": None}, "title"),
-    ({"title": "x" * 201}, "title"),
-    ({"completed": None}, "completed"),
-    ({"completed": "false"}, "completed"),
-    ({"description": "x" * 1001}, "description"),
-    ({"due_date": "soon"}, "due_date"),
-    ({"title": 7}, "title"),
-    ({"description": ["x"]}, "description"),
-    ({"due_date": 1700000000}, "due_date"),
-    ({"completed": 0}, "completed"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"title": ""}, "title"),
+        ({"title": None}, "title"),
+        ({"title": "x" * 201}, "title"),
+        ({"completed": None}, "completed"),
+        ({"completed": "false"}, "completed"),
+        ({"description": "x" * 1001}, "description"),
+        ({"due_date": "soon"}, "due_date"),
+        ({"title": 7}, "title"),
+        ({"description": ["x"]}, "description"),
+        ({"due_date": 1700000000}, "due_date"),
+        ({"completed": 0}, "completed"),
+    ],
+)
 def test_bad_update_is_400_and_changes_nothing(api, body, field):
     task = api.new_task(title="keep", description="keep")
     for method in ("PUT", "PATCH"):
@@ -82,18 +85,21 @@ def test_bad_update_is_400_and_changes_nothing(api, body, field):
     assert api.get(task["id"]).json() == task
 
 
-@pytest.mark.parametrize("content,detail", [
-    (b"{not json", "not valid JSON"),
-    (b'{"title": "a",}', "not valid JSON"),
-    (b"[]", "JSON object"),
-    (b'["title"]', "JSON object"),
-    (b'"title"', "JSON object"),
-    (b"null", "JSON object"),
-    (b"", "empty"),
-    (b" \r\n", "empty"),
-    (b'{"title": "\xff"}', "not valid JSON"),
-    (b'{"title": "a", "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content,detail",
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"title": "a",}', "not valid JSON"),
+        (b"[]", "JSON object"),
+        (b'["title"]', "JSON object"),
+        (b'"title"', "JSON object"),
+        (b"null", "JSON object"),
+        (b"", "empty"),
+        (b" \r\n", "empty"),
+        (b'{"title": "\xff"}', "not valid JSON"),
+        (b'{"title": "a", "x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "not valid JSON"),
+    ],
+)
 def test_malformed_json_is_400(api, content, detail):
     headers = {"Content-Type": "application/json"}
     assert detail in assert_problem(api.create(content=content, headers=headers), 400)["detail"]
@@ -107,12 +113,16 @@ STRING_FIELDS = {"title": "a task", "description": "some words", "due_date": "20
 
 
 @pytest.mark.parametrize("field", list(STRING_FIELDS))
-@pytest.mark.parametrize("raw,detail", [
-    (b"a\\u0000b", "NUL"),  # a NUL character, escaped
-    (b"\\ud800", "not valid JSON"),  # a lone surrogate, escaped
-    (b"\\udc00x", "not valid JSON"),
-    (b"\xed\xa0\x80", "not valid JSON"),  # a lone surrogate, encoded (CESU-8, not UTF-8)
-], ids=["NUL", "high surrogate", "low surrogate", "encoded surrogate"])
+@pytest.mark.parametrize(
+    "raw,detail",
+    [
+        (b"a\\u0000b", "NUL"),  # a NUL character, escaped
+        (b"\\ud800", "not valid JSON"),  # a lone surrogate, escaped
+        (b"\\udc00x", "not valid JSON"),
+        (b"\xed\xa0\x80", "not valid JSON"),  # a lone surrogate, encoded (CESU-8, not UTF-8)
+    ],
+    ids=["NUL", "high surrogate", "low surrogate", "encoded surrogate"],
+)
 def test_nul_and_lone_surrogates_are_400_in_every_string_field(api, field, raw, detail):
     """PostgreSQL text can hold neither; JSON can carry both (docs/api.md: Validation)."""
     value = b'"' + raw + b'"'
@@ -128,9 +138,15 @@ def test_nul_and_lone_surrogates_are_400_in_every_string_field(api, field, raw, 
     assert api.list().json() == [task]
 
 
-@pytest.mark.parametrize("content_type", [
-    None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ],
+)
 def test_non_json_content_type_is_415(api, content_type):
     headers = {"Content-Type": content_type} if content_type else {}
     body = json.dumps({"title": "a"}).encode()
@@ -140,7 +156,9 @@ def test_non_json_content_type_is_415(api, content_type):
     assert api.list().json() == [task]
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd", "x-anything", "gzip, identity"])
+@pytest.mark.parametrize(
+    "encoding", ["gzip", "deflate", "br", "zstd", "x-anything", "gzip, identity"]
+)
 def test_encoded_request_body_is_415(api, encoding):
     """A body with a Content-Encoding is not read as if it were plain JSON: 415 with
     `Accept-Encoding: identity` (RFC 9110 section 15.5.16), nothing stored or changed."""
@@ -155,7 +173,10 @@ def test_encoded_request_body_is_415(api, encoding):
     assert_problem(api.update(task["id"], content=body, headers=headers), 415)
     assert api.list().json() == [task]
     plain = {"Content-Type": "application/json", "Content-Encoding": "identity"}
-    assert api.create(content=json.dumps({"title": "plain"}).encode(), headers=plain).status_code == 201
+    assert (
+        api.create(content=json.dumps({"title": "plain"}).encode(), headers=plain).status_code
+        == 201
+    )
 
 
 def test_json_content_type_with_charset_is_accepted(api):
@@ -179,8 +200,12 @@ def test_body_over_64_kib_is_413(api):
     five_mb = json.dumps({"title": "a", "description": "x" * 5_000_000}).encode()
     assert_problem(api.create(content=five_mb, headers=headers), 413)
     assert_problem(api.update(task["id"], content=five_mb, headers=headers), 413)
-    assert_problem(api.create(content=(five_mb[i:i + 65536] for i in range(0, len(five_mb), 65536)),
-                              headers=headers), 413)
+    assert_problem(
+        api.create(
+            content=(five_mb[i : i + 65536] for i in range(0, len(five_mb), 65536)), headers=headers
+        ),
+        413,
+    )
     assert api.list().json() == [task]
 
 
@@ -190,21 +215,37 @@ def test_body_just_under_limit_is_read(api):
     assert api.create(content=body, headers={"Content-Type": "application/json"}).status_code == 201
 
 
-@pytest.mark.parametrize("params", [{"page": "x" * 60_000}, {"status": "x" * 60_000},
-                                    [("sort", "title")] * 5_000])
+@pytest.mark.parametrize(
+    "params", [{"page": "x" * 60_000}, {"status": "x" * 60_000}, [("sort", "title")] * 5_000]
+)
 def test_60_kb_list_query_string_is_414(api, params):
     task = api.new_task()
     assert_problem(api.request("GET", api.path(), params=params), 414)
     assert api.list(sort="title", page="x" * 8000).json() == [task]  # just under the limit
 
 
-@pytest.mark.parametrize("task_id", ["0", "-1", "abc", "1.5", "2147483648", "9007199254740991",
-                                     "9007199254740992", "99999999999999999999", "1e3", "%20"])
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        "0",
+        "-1",
+        "abc",
+        "1.5",
+        "2147483648",
+        "9007199254740991",
+        "9007199254740992",
+        "99999999999999999999",
+        "1e3",
+        "%20",
+    ],
+)
 def test_odd_ids_are_404_everywhere(api, task_id):
     task = api.new_task()
     for response in (
-        api.get(task_id), api.update(task_id, {"title": "x"}),
-        api.update(task_id, {"title": "x"}, method="PATCH"), api.toggle(task_id),
+        api.get(task_id),
+        api.update(task_id, {"title": "x"}),
+        api.update(task_id, {"title": "x"}, method="PATCH"),
+        api.toggle(task_id),
         api.delete(task_id),
     ):
         assert_problem(response, 404)

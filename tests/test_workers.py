@@ -27,8 +27,12 @@ def jwks_user(key: Ed25519PrivateKey) -> User:
     """A user with a Better Auth jwt-plugin style token (EdDSA, kid, iss and aud)."""
     user = new_user()
     now = int(time.time())
-    token = jwt.encode({"sub": user.id, "iss": FRONTEND, "aud": FRONTEND, "iat": now,
-                        "exp": now + 900}, key, algorithm="EdDSA", headers={"kid": "k1"})
+    token = jwt.encode(
+        {"sub": user.id, "iss": FRONTEND, "aud": FRONTEND, "iat": now, "exp": now + 900},
+        key,
+        algorithm="EdDSA",
+        headers={"kid": "k1"},
+    )
     return User(user.id, token)
 
 
@@ -40,13 +44,19 @@ def deployment(request, database_url):
         yield server_env(database_url), new_user()
         return
     key = Ed25519PrivateKey.generate()
-    jwk = {**jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key(), as_dict=True),
-           "kid": "k1", "alg": "EdDSA", "use": "sig"}
+    jwk = {
+        **jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key(), as_dict=True),
+        "kid": "k1",
+        "alg": "EdDSA",
+        "use": "sig",
+    }
     jwks = FakeJWKS()
     jwks.serve(200, json.dumps({"keys": [jwk]}).encode())
     try:
-        yield (server_env(database_url, BETTER_AUTH_SECRET="", BETTER_AUTH_JWKS_URL=jwks.url),
-               jwks_user(key))
+        yield (
+            server_env(database_url, BETTER_AUTH_SECRET="", BETTER_AUTH_JWKS_URL=jwks.url),
+            jwks_user(key),
+        )
     finally:
         jwks.close()
 
@@ -88,11 +98,18 @@ def test_expired_key_backlog_neither_delays_nor_fails_start_up(new_postgres):
     url = new_postgres.url
     migrations.upgrade(url)
     expired = datetime.now(timezone.utc) - timedelta(days=2)
-    run_sql(url, "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status)"
-                 " SELECT 'user-' || (g %% 500), 'key-' || g, 'f', %s, 201"
-                 " FROM generate_series(1, 200000) g", (expired,))
-    run_sql(url, "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status)"
-                 " VALUES ('user-live', 'live', 'f', now(), 201)")
+    run_sql(
+        url,
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status)"
+        " SELECT 'user-' || (g %% 500), 'key-' || g, 'f', %s, 201"
+        " FROM generate_series(1, 200000) g",
+        (expired,),
+    )
+    run_sql(
+        url,
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status)"
+        " VALUES ('user-live', 'live', 'f', now(), 201)",
+    )
     started = time.monotonic()
     server = AppServer(server_env(url), args=["--workers", str(WORKERS)], migrate=False).start()
     try:
@@ -109,8 +126,11 @@ def test_expired_key_backlog_neither_delays_nor_fails_start_up(new_postgres):
         server.stop()
     logs = server.logs()
     assert "Traceback" not in logs and "died" not in logs and "purge paused" not in logs, logs
-    purged = sum(int(line.split("purged ")[1].split()[0]) for line in logs.splitlines()
-                 if "expired idempotency keys" in line)
+    purged = sum(
+        int(line.split("purged ")[1].split()[0])
+        for line in logs.splitlines()
+        if "expired idempotency keys" in line
+    )
     assert purged == 200_000
 
 
@@ -122,11 +142,14 @@ def test_purge_deletes_one_bounded_batch_per_call(database_url):
     expired = datetime.now(timezone.utc) - timedelta(days=2)
     engine = engine_for(database_url)
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status)"
-            " VALUES (:user, :key, 'f', :at, 201)"),
+        connection.execute(
+            text(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status)"
+                " VALUES (:user, :key, 'f', :at, 201)"
+            ),
             [{"user": owner, "key": f"k{n}", "at": expired} for n in range(2500)]
-            + [{"user": owner, "key": "live", "at": datetime.now(timezone.utc)}])
+            + [{"user": owner, "key": "live", "at": datetime.now(timezone.utc)}],
+        )
     keys = Store(database_url)
     try:
         assert keys.purge_keys(batch=1000) == 1000
@@ -135,5 +158,6 @@ def test_purge_deletes_one_bounded_batch_per_call(database_url):
     finally:
         keys.dispose()
     assert rows(engine, "SELECT key FROM idempotency_keys WHERE user_id = :u", u=owner) == [
-        {"key": "live"}]
+        {"key": "live"}
+    ]
     engine.dispose()

@@ -36,8 +36,9 @@ def upgrade() -> None:
     if "completed_at" not in present:
         op.add_column("tasks", sa.Column("completed_at", sa.DateTime(timezone=True)))
     if "version" not in present:
-        op.add_column("tasks", sa.Column("version", sa.Integer(), nullable=False,
-                                         server_default="1"))
+        op.add_column(
+            "tasks", sa.Column("version", sa.Integer(), nullable=False, server_default="1")
+        )
     if "idempotency_keys" not in ddl.tables():
         op.create_table(
             "idempotency_keys",

@@ -20,16 +20,19 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-COLUMNS = ("id, user_id, title, description, completed, due_date, completed_at, created_at,"
-           " updated_at, version")
+COLUMNS = (
+    "id, user_id, title, description, completed, due_date, completed_at, created_at,"
+    " updated_at, version"
+)
 
 
 def upgrade() -> None:
     if ddl.dialect() != "sqlite":
         return
     bind = op.get_bind()
-    created = bind.execute(text(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tasks'")).scalar()
+    created = bind.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tasks'")
+    ).scalar()
     if "AUTOINCREMENT" in created.upper():
         return
     op.execute("""CREATE TABLE tasks_rebuilt (

@@ -62,9 +62,17 @@ def _sequence() -> str:
 
 
 def _id_type() -> str:
-    return op.get_bind().execute(text(
-        "SELECT data_type FROM information_schema.columns WHERE table_schema = current_schema()"
-        " AND table_name = 'tasks' AND column_name = 'id'")).scalar()
+    return (
+        op.get_bind()
+        .execute(
+            text(
+                "SELECT data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema()"
+                " AND table_name = 'tasks' AND column_name = 'id'"
+            )
+        )
+        .scalar()
+    )
 
 
 def upgrade() -> None:
@@ -75,22 +83,30 @@ def upgrade() -> None:
     op.execute(f"""CREATE OR REPLACE FUNCTION tasks_copy_id() RETURNS trigger
         LANGUAGE plpgsql AS $$ BEGIN NEW.{NEW} := NEW.id; RETURN NEW; END $$""")
     op.execute("DROP TRIGGER IF EXISTS tasks_copy_id ON tasks")
-    op.execute("CREATE TRIGGER tasks_copy_id BEFORE INSERT OR UPDATE ON tasks"
-               " FOR EACH ROW EXECUTE FUNCTION tasks_copy_id()")
+    op.execute(
+        "CREATE TRIGGER tasks_copy_id BEFORE INSERT OR UPDATE ON tasks"
+        " FOR EACH ROW EXECUTE FUNCTION tasks_copy_id()"
+    )
     with op.get_context().autocommit_block():  # from here on each statement commits
         bind = op.get_bind()
         top = bind.execute(text("SELECT max(id) FROM tasks")).scalar() or 0
-        copy = text(f"UPDATE tasks SET {NEW} = id WHERE id > :low AND id <= :high"
-                    f" AND {NEW} IS NULL")
+        copy = text(
+            f"UPDATE tasks SET {NEW} = id WHERE id > :low AND id <= :high AND {NEW} IS NULL"
+        )
         for low in range(0, top, COPY_BATCH):
             bind.execute(copy, {"low": low, "high": low + COPY_BATCH})
         bind.execute(text("ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_id_bigint_set"))
-        bind.execute(text(f"ALTER TABLE tasks ADD CONSTRAINT tasks_id_bigint_set"
-                          f" CHECK ({NEW} IS NOT NULL) NOT VALID"))
+        bind.execute(
+            text(
+                f"ALTER TABLE tasks ADD CONSTRAINT tasks_id_bigint_set"
+                f" CHECK ({NEW} IS NOT NULL) NOT VALID"
+            )
+        )
         bind.execute(text("ALTER TABLE tasks VALIDATE CONSTRAINT tasks_id_bigint_set"))
     ddl.create_indexes("tasks", {"tasks_id_bigint_key": NEW}, unique=True)
-    ddl.create_indexes("tasks", {f"{name}_bigint": spec.format(id=NEW)
-                                 for name, spec in WITH_ID.items()})
+    ddl.create_indexes(
+        "tasks", {f"{name}_bigint": spec.format(id=NEW) for name, spec in WITH_ID.items()}
+    )
     sequence = _sequence()
     # The swap: catalog changes only, in the revision's transaction. SET NOT NULL reads the
     # validated CHECK instead of the table (PostgreSQL 12+).
@@ -104,8 +120,9 @@ def upgrade() -> None:
     op.execute("DROP FUNCTION tasks_copy_id()")
     op.execute("ALTER TABLE tasks DROP COLUMN id")  # with tasks_pkey and the old list indexes
     op.execute(f"ALTER TABLE tasks RENAME COLUMN {NEW} TO id")
-    op.execute("ALTER TABLE tasks ADD CONSTRAINT tasks_pkey PRIMARY KEY"
-               " USING INDEX tasks_id_bigint_key")
+    op.execute(
+        "ALTER TABLE tasks ADD CONSTRAINT tasks_pkey PRIMARY KEY USING INDEX tasks_id_bigint_key"
+    )
     for name in WITH_ID:
         op.execute(f"ALTER INDEX {name}_bigint RENAME TO {name}")
 
