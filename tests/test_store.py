@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 import migrations
 from handlers.errors import EXCEPTION_HANDLERS
+from middleware.tokens import Caller
 from schemas.tasks import ListQuery, TaskCreate
 from store import InvalidData, Store
 from tests.helpers import assert_problem, in_process, server_env, wait_for_no_app_connections
@@ -36,16 +37,16 @@ def pg_store(postgres_database):
     ids=["NUL", "lone surrogate", "longer than the column"],
 )
 def test_values_postgresql_refuses_are_invalid_data(pg_store, title):
-    user_id = f"user-{uuid.uuid4().hex}"
-    pg_store.ensure_user(user_id, None, None)
+    user = Caller(f"user-{uuid.uuid4().hex}")
+    pg_store.ensure_user(user)
     unchecked = TaskCreate.model_construct(
         title=title, description=None, due_date=None, completed=False
     )  # as if validation had let it by
     with pytest.raises(InvalidData):
-        pg_store.create_task(user_id, unchecked)
+        pg_store.create_task(user, unchecked)
     with pytest.raises(InvalidData):
-        pg_store.update_task(user_id, 1, {"title": title})
-    assert pg_store.list_tasks(user_id, ListQuery()).body == b"[]"  # nothing stored, pool usable
+        pg_store.update_task(user, 1, {"title": title})
+    assert pg_store.list_tasks(user, ListQuery()).body == b"[]"  # nothing stored, pool usable
 
 
 def test_invalid_data_is_400_problem_details():
