@@ -8,7 +8,7 @@ costs one round trip, with no BEGIN or COMMIT around it.
 
 import functools
 import select as select_module
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from threading import RLock
 from typing import Any, NamedTuple, cast
@@ -138,8 +138,12 @@ def _renew_sessions_of_a_moved_server(context) -> None:
     SQLAlchemy invalidates the whole pool (each connection is reopened at its next checkout,
     against the writable server a failover points the host at) and `connect` maps the error
     to DatabaseUnavailable (503) instead of a 500."""
-    if getattr(context.original_exception, "pgcode", None) in RENEW_SESSIONS:
+    if _renews_sessions(context.original_exception):
         context.is_disconnect = True
+
+
+def _renews_sessions(error: BaseException) -> bool:
+    return getattr(error, "pgcode", None) in RENEW_SESSIONS
 
 
 def _drop_dead_connection(dbapi_connection, _record, _proxy) -> None:
@@ -196,7 +200,7 @@ class Fetched(NamedTuple):
     """What a statement run by `run` gave: its rows (tuples, or SQLAlchemy Rows) and how many
     rows it matched."""
 
-    rows: list
+    rows: Sequence[Any]
     rowcount: int
 
     def first(self) -> Any:
@@ -218,7 +222,7 @@ def run(connection: Connection, statement: Executable, params: dict) -> Fetched:
     compiled = precompiled(statement, connection.dialect)
     if compiled is None:
         result = connection.execute(statement, params)
-        return Fetched(list(result.all()) if result.returns_rows else [], result.rowcount)
+        return Fetched(result.all() if result.returns_rows else [], result.rowcount)
     sql, constants = compiled
     params = {**constants, **params}
     dbapi_connection: Any = connection.connection.dbapi_connection
@@ -230,10 +234,8 @@ def run(connection: Connection, statement: Executable, params: dict) -> Fetched:
         # What SQLAlchemy's own handling does for these errors (with
         # `_renew_sessions_of_a_moved_server`), which a raw cursor bypasses: a lost connection
         # or a session of no further use renews the whole pool.
-        gone = (
-            connection.dialect.is_disconnect(error, dbapi_connection, None)
-            or getattr(error, "pgcode", None) in RENEW_SESSIONS
-        )
+        lost = connection.dialect.is_disconnect(error, dbapi_connection, None)
+        gone = lost or _renews_sessions(error)
         if gone:
             connection.invalidate(error)
             connection.engine.dispose()

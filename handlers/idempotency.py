@@ -45,10 +45,11 @@ async def idempotent(
 ) -> Response:
     """`await perform(record)`, made idempotent when the request has an Idempotency-Key.
 
-    `perform` gets the claimed key with `status`, the status of its response (None without the
-    header), and must have the store record its task under it. `payload` is the request's
-    validated body in canonical form; with the method and path it is the fingerprint that tells
-    a true retry from another request reusing the key.
+    `perform` gets the claimed key as a store.Recording with `status`, the status of the
+    response it gives on success (None without the header), and must have the store record its
+    task under it; a replay answers with that status. `payload` is the request's validated body
+    in canonical form; with the method and path it is the fingerprint that tells a true retry
+    from another request reusing the key.
     """
     key = _key(request)
     if key is None:
