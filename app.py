@@ -23,6 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
 import migrations
+from engine import POOL_OVERFLOW, POOL_SIZE, SQLITE_DEFAULT, normalize_url
 from handlers import docs, health, openapi, tasks
 from handlers.cursors import Cursors
 from handlers.errors import EXCEPTION_HANDLERS
@@ -34,22 +35,14 @@ from middleware.request_log import (
     RequestLogMiddleware,
 )
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
-from store import (
-    POOL_OVERFLOW,
-    POOL_SIZE,
-    PURGE_BATCH,
-    SQLITE_DEFAULT,
-    DatabaseUnavailable,
-    Store,
-    normalize_url,
-)
+from store import PURGE_BATCH, DatabaseUnavailable, Store
 
 MIN_SECRET_BYTES = 32
 PURGE_INTERVAL_SECONDS = 3600
 PURGE_PAUSE_SECONDS = 0.1  # between two purge batches, so a backlog never hogs the database
 # Worker threads for the blocking store calls (run_in_threadpool; anyio's default is 40, set here
 # so it stays tied to the pool): more threads than pooled connections, so under overload the pool
-# runs out first and a request waits at most store.POOL_TIMEOUT for a connection, then gets 503,
+# runs out first and a request waits at most engine.POOL_TIMEOUT for a connection, then gets 503,
 # instead of queueing for a thread with no time limit (docs/security.md: Overload).
 THREADS = 2 * (POOL_SIZE + POOL_OVERFLOW)
 

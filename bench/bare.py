@@ -28,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from engine import POOL_SIZE
 from schemas.tasks import ListQuery
-from store import POOL_SIZE, Store
+from store import Store
 
 
 def _list_sql(database_url: str) -> tuple[str, dict]:

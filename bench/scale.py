@@ -5,7 +5,7 @@ then a bulk load (`INSERT ... SELECT generate_series`, then ANALYZE) of `scale_t
 `scale_users` users plus one big user with `scale_big_user_tasks`, interleaved so every user's
 rows are spread over the whole table as years of use would leave them; the same medians for a
 ~100-task user and the big user, a page of 50 for each sort; EXPLAIN ANALYZE of the app's own
-list SQL (`Store.list_sql`, what `Store.list_tasks` sends) per sort, which store.py's indexes
+list SQL (`Store.list_sql`, what `Store.list_tasks` sends) per sort, which tables.py's indexes
 should make an ordered index scan of one page.
 """
 
@@ -227,7 +227,7 @@ def _method(settings: Settings, big_count: int) -> str:
         f"big user: {max(5, settings.scale_requests // 2)}) straight to PostgreSQL (no proxy), "
         f"first page of {PAGE}. The bulk load interleaves the big user's {big_count:,} tasks with "
         f"the others' ({settings.scale_tasks:,} over {settings.scale_users:,} users), so each "
-        "user's rows are spread over the whole table. The indexes are store.py's: one per list "
+        "user's rows are spread over the whole table. The indexes are tables.py's: one per list "
         "sort, (user_id, sort key, id)."
     )
 

@@ -25,19 +25,17 @@ class Cursors:
     def encode(self, user_id: str, query: ListQuery, value: object, task_id: int) -> str:
         """The cursor of the page that follows the task `task_id` whose sort key is `value`
         (store.Page.last: a title, or a time as a datetime or ISO 8601 text, or None)."""
-        if isinstance(value, datetime):  # UTC, as every stored time (store.UTCTimestamp)
+        if isinstance(value, datetime):  # UTC, as every stored time (tables.UTCTimestamp)
             value = value.isoformat()
         return self._serializer.dumps({"s": self._scope(user_id, query), "v": value, "i": task_id})
 
     def decode(self, cursor: str, user_id: str, query: ListQuery) -> tuple[object, int]:
-        """(sort value, id) of the last task before the page; ValueError if not ours or invalid."""
+        """(sort value, id) of the last task before the page (a time as ISO 8601 text, which
+        Store.list_tasks reads); ValueError if not ours or invalid."""
         try:
             data = self._serializer.loads(cursor)
         except BadData:
             raise ValueError("cursor is invalid") from None
         if data.get("s") != self._scope(user_id, query):
             raise ValueError("cursor belongs to another list (user, status, sort or order)")
-        value, last_id = data["v"], data["i"]
-        if value is not None and query.sort != "title":
-            value = datetime.fromisoformat(value)
-        return value, last_id
+        return data["v"], data["i"]

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from handlers.errors import ProblemError
 from schemas.tasks import task_etag
-from store import DatabaseUnavailable, Store
+from store import DatabaseUnavailable, Recording, Store
 
 MAX_KEY_LENGTH = 255
 
@@ -38,30 +38,34 @@ def _key(request: Request) -> str | None:
 
 
 async def idempotent(
-    request: Request, payload: str, perform: Callable[[str | None], Awaitable[Response]]
+    request: Request,
+    payload: str,
+    perform: Callable[[Recording | None], Awaitable[Response]],
+    status: int = 200,
 ) -> Response:
-    """`await perform(key)`, made idempotent when the request has an Idempotency-Key.
+    """`await perform(record)`, made idempotent when the request has an Idempotency-Key.
 
-    `perform` gets the claimed key (None without the header) and must have the store record
-    its task as the key's response. `payload` is the request's validated body in canonical
-    form; with the method and path it is the fingerprint that tells a true retry from another
-    request reusing the key.
+    `perform` gets the claimed key as a store.Recording with `status`, the status of the
+    response it gives on success (None without the header), and must have the store record its
+    task under it; a replay answers with that status. `payload` is the request's validated body
+    in canonical form; with the method and path it is the fingerprint that tells a true retry
+    from another request reusing the key.
     """
     key = _key(request)
     if key is None:
         return await perform(None)
     store: Store = request.app.state.store
-    user_id = request.state.user.id
+    caller = request.state.user
     request_line = f"{request.method} {request.url.path}\n{payload}".encode()
     fingerprint = hashlib.sha256(request_line).hexdigest()
-    stored = await run_in_threadpool(store.claim_key, user_id, key, fingerprint)
+    stored = await run_in_threadpool(store.claim_key, caller, key, fingerprint)
     if stored is not None:
         return _replay(request, stored, fingerprint)
     try:
-        return await perform(key)
+        return await perform(Recording(key, status))
     except BaseException:
         try:
-            await run_in_threadpool(store.release_key, user_id, key)
+            await run_in_threadpool(store.release_key, caller, key)
         except DatabaseUnavailable:
             pass  # the claim is retaken once abandoned (store.IDEMPOTENCY_ABANDONED)
         raise

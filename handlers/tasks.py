@@ -19,7 +19,7 @@ from handlers.errors import ProblemError, invalid_input
 from handlers.idempotency import idempotent, task_location, task_response
 from schemas.problem import FieldError
 from schemas.tasks import ListQuery, TaskCreate, TaskUpdate, task_etag
-from store import Store, Versions
+from store import Recording, Store
 
 MAX_BODY_BYTES = 64 * 1024  # docs/api.md: Validation, bodies over 64 KiB are 413
 BODY_TIMEOUT_SECONDS = 10  # a declared body must arrive within this (408), however slowly sent
@@ -49,16 +49,10 @@ def _task_id(request: Request) -> int:
 
 
 async def _run(request: Request, query: Callable, *args):
-    """Run `query(store, user_id, *args)` in the thread pool for the authenticated caller,
-    whose user row it creates or refreshes (Store.acting_for)."""
-    caller = request.state.user
+    """Run `query(store, caller, *args)` in the thread pool for the authenticated caller,
+    whose user row the query's statement creates or refreshes (store.Caller)."""
     store: Store = request.app.state.store
-
-    def work():
-        with store.acting_for(caller.id, caller.email, caller.name, caller.issued_at):
-            return query(store, caller.id, *args)
-
-    return await run_in_threadpool(work)
+    return await run_in_threadpool(query, store, request.state.user, *args)
 
 
 def for_path_user(endpoint: Callable) -> Callable:
@@ -123,15 +117,16 @@ def _not_modified(request: Request, etag: str) -> bool:
     return "*" in tags or etag in (tag.removeprefix("W/") for tag in tags)
 
 
-def _if_match(request: Request, task_id: int) -> Versions:
-    """The task versions If-Match accepts (RFC 9110 section 13.1.1, strong comparison): None
-    without the header, "*" for any, else the versions of this task's ETags it lists."""
+def _if_match(request: Request, task_id: int) -> list[int] | None:
+    """The task versions If-Match accepts (RFC 9110 section 13.1.1, strong comparison): the
+    versions of this task's ETags it lists; None for no condition, without the header or with
+    "*" (any version: the task must exist, which a write of a missing task answers with 404)."""
     header = request.headers.get("if-match")
     if header is None:
         return None
     tags = _tags(header)
     if "*" in tags:
-        return "*"
+        return None
     versions = []
     for tag in tags:
         task, _, digits = tag.strip('"').partition("-")
@@ -183,11 +178,11 @@ async def create_task(request: Request) -> Response:
     Idempotency-Key)."""
     data = await _body(request, TaskCreate)
 
-    async def perform(key: str | None) -> Response:
-        task = await _run(request, Store.create_task, data, key)
+    async def perform(record: Recording | None) -> Response:
+        task = await _run(request, Store.create_task, data, record)
         return task_response(task, 201, Location=task_location(request, task["id"]))
 
-    return await idempotent(request, data.model_dump_json(), perform)
+    return await idempotent(request, data.model_dump_json(), perform, status=201)
 
 
 async def get_task(request: Request) -> Response:
@@ -207,9 +202,9 @@ async def update_task(request: Request) -> Response:
     data = await _body(request, TaskUpdate)
     versions = _if_match(request, task_id)
 
-    async def perform(key: str | None) -> Response:
+    async def perform(record: Recording | None) -> Response:
         changes = data.changes()
-        task = await _run(request, Store.update_task, task_id, changes, versions, key)
+        task = await _run(request, Store.update_task, task_id, changes, versions, record)
         return task_response(task)
 
     return await idempotent(request, data.model_dump_json(exclude_unset=True), perform)
@@ -221,8 +216,8 @@ async def toggle_task(request: Request) -> Response:
     task_id = _task_id(request)
     versions = _if_match(request, task_id)
 
-    async def perform(key: str | None) -> Response:
-        return task_response(await _run(request, Store.toggle_task, task_id, versions, key))
+    async def perform(record: Recording | None) -> Response:
+        return task_response(await _run(request, Store.toggle_task, task_id, versions, record))
 
     return await idempotent(request, "", perform)
 

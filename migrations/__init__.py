@@ -16,7 +16,7 @@ from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
 
-import store
+from engine import normalize_url
 
 INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 COMMAND = "alembic upgrade head"  # the release step, run from the repository root
@@ -43,7 +43,7 @@ def direct_url(url: str) -> str:
     (`HOST-pooler.REGION...`) becomes the endpoint's direct host (`HOST.REGION...`), as a
     session-level advisory lock means nothing through a transaction-mode pooler (Neon's
     "Connection pooling" documentation); query parameters and credentials are kept."""
-    parsed = make_url(store.normalize_url(url))
+    parsed = make_url(normalize_url(url))
     if parsed.host and "-pooler." in parsed.host:
         parsed = parsed.set(host=parsed.host.replace("-pooler.", ".", 1))
     return parsed.render_as_string(hide_password=False)
@@ -97,7 +97,7 @@ def _known(revision: str) -> bool:
 
 def include_object(dialect: str):
     """Autogenerate's object filter for `dialect` (env.py): an index declared for one dialect
-    only (`ddl_if`, such as store.py's DESC NULLS LAST index on PostgreSQL) is not compared on
+    only (`ddl_if`, such as tables.py's DESC NULLS LAST index on PostgreSQL) is not compared on
     another."""
 
     def include(obj, _name, type_, _reflected, _compare_to) -> bool:

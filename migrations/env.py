@@ -28,7 +28,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 import migrations
-import store
+import tables
+from engine import SQLITE_DEFAULT
 
 ADVISORY_LOCK = 7_303_016_911  # pg_advisory_lock key of a migration run (any bigint, fixed)
 LOCK_TIMEOUT = "2s"
@@ -44,14 +45,14 @@ log = logging.getLogger("alembic.env")
 
 
 def database_url() -> str:
-    url = config.attributes.get("database_url") or os.getenv("DATABASE_URL") or store.SQLITE_DEFAULT
+    url = config.attributes.get("database_url") or os.getenv("DATABASE_URL") or SQLITE_DEFAULT
     return migrations.direct_url(url)
 
 
 def configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=store.SQLModel.metadata,
+        target_metadata=tables.metadata,
         include_object=migrations.include_object(connection.dialect.name),
         transaction_per_migration=True,
     )

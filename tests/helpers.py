@@ -28,7 +28,8 @@ from sqlalchemy.engine import Engine, make_url
 from starlette.applications import Starlette
 
 import migrations
-from store import Store, normalize_url
+from engine import normalize_url
+from store import Store
 from tests.pgcluster import PgBouncer
 from tests.servers import ROOT, AppServer, PostgresDatabase
 from tests.users import SECRET, User, new_user

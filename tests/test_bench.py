@@ -43,7 +43,7 @@ def test_bench_runs_at_toy_sizes(postgres_admin_url, tmp_path):
     assert done.returncode == 0, done.stderr
     assert re.search(r"\| round trips \| list \(GET\) +\| 1 · 1 +\| 1 +\| yes", done.stdout)
     assert re.search(r"\| latency +\| GET /api/tasks/\{id\} .*; 5 ms: p50 \d+\.\d", done.stdout)
-    assert "Index Scan Backward using ix_tasks_user_created" in done.stdout  # store.py's index
+    assert "Index Scan Backward using ix_tasks_user_created" in done.stdout  # tables.py's index
     document = output.read_text()
     assert "old figures" not in document and "hand-written notes" in document
     assert done.stdout.splitlines()[2] in document and "## Query plans" in document

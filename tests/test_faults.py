@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 
 import migrations
-from store import POOL_OVERFLOW, POOL_SIZE
+from engine import POOL_OVERFLOW, POOL_SIZE
 from tests.helpers import FAULT_TIMEOUTS, Api, assert_one_clear_line, assert_problem, server_env
 from tests.pgcluster import PostgresCluster
 from tests.servers import AppServer
@@ -401,7 +401,7 @@ def test_serialization_failures_are_503_never_500(cluster, on_cluster):
 
 def test_role_with_a_1_ms_statement_timeout(cluster):
     """A role whose statement_timeout is 1 ms. Each session of the server sets its own limit
-    (store.STATEMENT_TIMEOUT_MS) first, but that SET itself runs under the 1 ms limit, which a
+    (engine.STATEMENT_TIMEOUT_MS) first, but that SET itself runs under the 1 ms limit, which a
     busy machine exceeds now and then: so either the server starts and serves, or it refuses to
     start with one line naming the host and the setting to raise; never a traceback."""
     migrations.upgrade(cluster.url(sslmode="require"))  # the release step, before the change

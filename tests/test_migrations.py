@@ -22,13 +22,15 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import SAWarning
 
 import migrations
-import store
+import tables
+from engine import STATEMENT_TIMEOUT_MS
 from tests.helpers import engine_for, rows, server_env, wait_for_workers
 from tests.servers import ROOT, AppServer, PostgresDatabase, run_sql
 from tests.users import User, make_token, new_user
 
-# Every release whose store.py created a different schema (`git log -p -- store.py`), oldest
-# first; each created its tables with its own `Store.create_tables()`.
+# Every release whose store.py created a different schema (`git log -p -- store.py`; the tables
+# are in tables.py since), oldest first; each created its tables with its own
+# `Store.create_tables()`.
 RELEASES = {
     "ead678ce5e44c92f14d6deff25b8df31d05e380f": "first: users, tasks (no AUTOINCREMENT)",
     "8f5316f28f9819a586c44eec7ec8a7be35224193": "completed_at, version, AUTOINCREMENT",
@@ -132,7 +134,7 @@ def snapshot(url: str) -> tuple[list[dict], list[dict]]:
 
 
 def schema_differences(url: str) -> list:
-    """What autogenerate finds between the database and store.py's tables: [] at head.
+    """What autogenerate finds between the database and tables.py's tables: [] at head.
 
     SQLAlchemy cannot reflect SQLite's expression indexes (lower(title)), so SQLAlchemy and
     Alembic warn that they skipped them; those warnings, and only they, are expected here."""
@@ -151,7 +153,7 @@ def schema_differences(url: str) -> list:
                 connection,
                 opts={"include_object": migrations.include_object(connection.dialect.name)},
             )
-            return compare_metadata(context, store.SQLModel.metadata)
+            return compare_metadata(context, tables.metadata)
     finally:
         engine.dispose()
 
@@ -204,7 +206,7 @@ def test_every_earlier_schema_upgrades_with_its_data(new_url, history, tmp_path_
     assert result.returncode == 0, result.stdout
 
     assert revision_of(url) == [migrations.head()]
-    assert schema_differences(url) == []  # columns, types, indexes: exactly store.py's
+    assert schema_differences(url) == []  # columns, types, indexes: exactly tables.py's
     assert snapshot(url) == (users, tasks)
     engine = engine_for(url)
     upgraded = rows(
@@ -382,7 +384,7 @@ class Writer:
         connection = psycopg2.connect(self.url)
         connection.autocommit = True
         cursor = connection.cursor()
-        cursor.execute(f"SET statement_timeout = {store.STATEMENT_TIMEOUT_MS}")
+        cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
         number = 0
         while not self._stop.is_set():
             number += 1

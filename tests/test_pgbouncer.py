@@ -78,7 +78,7 @@ def test_concurrent_first_requests_of_a_new_user(pooled, database):
 
 
 def test_a_session_setting_belongs_to_the_server_connection_not_the_client(database):
-    """Why store.py's per-connection `SET statement_timeout` is not reliable behind the pooler:
+    """Why engine.py's per-connection `SET statement_timeout` is not reliable behind the pooler:
     the SET runs on whichever server connection serves it, then that connection serves other
     clients (they inherit it) while this client's next statements may run on another one
     (without it). Sending it as the `options` startup parameter instead is silently dropped.

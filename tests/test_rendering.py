@@ -1,5 +1,5 @@
 """Task JSON rendered by PostgreSQL is byte for byte the JSON the Python path writes
-(store.py: "Task answers rendered by PostgreSQL"), over any task contents: Unicode and control
+(statements.py: "Task answers rendered by PostgreSQL"), over any task contents: Unicode and control
 characters, the extreme dates Python can hold, times with and without microseconds, every list
 shape and page. Three renderings are compared: PostgreSQL's, Python's over the same PostgreSQL
 rows (`Store(json_by_database=False)`), and Python's over SQLite, the embedded default."""
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 import migrations
 import store as store_module
+from middleware.tokens import Caller
 from schemas.tasks import ListQuery, TaskCreate
 from store import Store
 from tests.servers import PostgresDatabase, run_sql
@@ -113,16 +114,15 @@ EARLIEST, LATEST = (
 def test_single_task_answers_are_the_same_bytes(stores, monkeypatch, tasks, now):
     """POST, GET, PATCH and toggle answers on every path."""
     monkeypatch.setattr(store_module, "_now", lambda: now)
-    user = f"user-{uuid.uuid4().hex}"
+    user = Caller(f"user-{uuid.uuid4().hex}")
     for contents in tasks:
         data = _task(contents)
         bodies = set()
         for one in stores:
-            with one.acting_for(user, None, None):
-                created = one.create_task(user, data)
-                read = one.get_task(user, created["id"])
-                changed = one.update_task(user, created["id"], {"description": data.title})
-                toggled = one.toggle_task(user, created["id"])
+            created = one.create_task(user, data)
+            read = one.get_task(user, created["id"])
+            changed = one.update_task(user, created["id"], {"description": data.title})
+            toggled = one.toggle_task(user, created["id"])
             assert read == created
             assert (changed["version"], toggled["version"]) == (2, 3)
             bodies.add(
@@ -138,10 +138,9 @@ def test_list_pages_are_the_same_bytes(stores, monkeypatch, tasks, now, limit):
     Python path's over the same rows."""
     database, python, _, _ = stores
     monkeypatch.setattr(store_module, "_now", lambda: now)
-    user = f"user-{uuid.uuid4().hex}"
-    with database.acting_for(user, None, None):
-        for contents in tasks:
-            database.create_task(user, _task(contents))
+    user = Caller(f"user-{uuid.uuid4().hex}")
+    for contents in tasks:
+        database.create_task(user, _task(contents))
     for status, sort, order in SHAPES:
         query = ListQuery(status=status, sort=sort, order=order, limit=limit)
         after = None
@@ -163,11 +162,10 @@ def test_lists_are_the_same_bytes_on_sqlite(stores, monkeypatch, tasks, now):
     gives the same list as PostgreSQL, whatever PostgreSQL's session TimeZone."""
     database, _, sqlite, far_east = stores
     monkeypatch.setattr(store_module, "_now", lambda: now)
-    user = f"user-{uuid.uuid4().hex}"
+    user = Caller(f"user-{uuid.uuid4().hex}")
     for one in (database, sqlite, far_east):
-        with one.acting_for(user, None, None):
-            for contents in tasks:
-                one.create_task(user, _task(contents))
+        for contents in tasks:
+            one.create_task(user, _task(contents))
     bodies = {
         _without_ids(one.list_tasks(user, ListQuery()).body) for one in (database, sqlite, far_east)
     }
@@ -177,10 +175,9 @@ def test_lists_are_the_same_bytes_on_sqlite(stores, monkeypatch, tasks, now):
 def test_a_key_stored_by_an_earlier_version_replays_the_same_bytes(stores):
     """Idempotency-Keys stored before answers were rendered hold the task row as JSON (in the
     session's TimeZone): a replay still gives the task's bytes."""
-    user = f"user-{uuid.uuid4().hex}"
+    user = Caller(f"user-{uuid.uuid4().hex}")
     for one in (stores[0], stores[3]):
-        with one.acting_for(user, None, None):
-            task = one.create_task(user, TaskCreate(title='Ünïcode "1"', due_date="2030-01-31"))
+        task = one.create_task(user, TaskCreate(title='Ünïcode "1"', due_date="2030-01-31"))
         with one.engine.connect() as connection:
             connection.exec_driver_sql(
                 "INSERT INTO idempotency_keys (user_id, key, fingerprint, created_at, status, "

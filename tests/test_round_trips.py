@@ -87,7 +87,7 @@ def test_a_new_users_first_request_stores_the_user_without_a_round_trip_of_its_o
     counted, postgres_database, kind, expected
 ):
     """The upsert of a user this process has not seen travels inside the request's first
-    statement (Store.acting_for), whatever that statement is; the row is there afterwards."""
+    statement (Store._execute), whatever that statement is; the row is there afterwards."""
     server, proxy = counted
     user = new_user()
     base, missing = f"{server.url}/api/tasks", f"{server.url}/api/tasks/2147483000"

@@ -1,12 +1,14 @@
 """The store's failure handling, in process: values PostgreSQL or psycopg2 refuses are the
 store's InvalidData, answered 400 problem details, never 500 (defence in depth: the live paths to
 these errors are closed by validation, test_validation.py); the dead-connection check at checkout
-works for any file descriptor."""
+works for any file descriptor; a cursor's sort value is read back from its text."""
 
 import asyncio
+import json
 import os
 import resource
 import uuid
+from datetime import datetime
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ from starlette.routing import Route
 
 import migrations
 from handlers.errors import EXCEPTION_HANDLERS
+from middleware.tokens import Caller
 from schemas.tasks import ListQuery, TaskCreate
 from store import InvalidData, Store
 from tests.helpers import assert_problem, in_process, server_env, wait_for_no_app_connections
@@ -36,16 +39,16 @@ def pg_store(postgres_database):
     ids=["NUL", "lone surrogate", "longer than the column"],
 )
 def test_values_postgresql_refuses_are_invalid_data(pg_store, title):
-    user_id = f"user-{uuid.uuid4().hex}"
-    pg_store.ensure_user(user_id, None, None)
+    user = Caller(f"user-{uuid.uuid4().hex}")
+    pg_store.ensure_user(user)
     unchecked = TaskCreate.model_construct(
         title=title, description=None, due_date=None, completed=False
     )  # as if validation had let it by
     with pytest.raises(InvalidData):
-        pg_store.create_task(user_id, unchecked)
+        pg_store.create_task(user, unchecked)
     with pytest.raises(InvalidData):
-        pg_store.update_task(user_id, 1, {"title": title})
-    assert pg_store.list_tasks(user_id, ListQuery()).body == b"[]"  # nothing stored, pool usable
+        pg_store.update_task(user, 1, {"title": title})
+    assert pg_store.list_tasks(user, ListQuery()).body == b"[]"  # nothing stored, pool usable
 
 
 def test_invalid_data_is_400_problem_details():
@@ -116,3 +119,27 @@ def test_times_are_utc_whatever_the_session_time_zone(postgres_admin_url):
             assert task[name].endswith("Z"), (name, task[name])
     finally:
         database.drop()
+
+
+@pytest.mark.parametrize("sort", ["created", "due_date", "title"])
+def test_a_page_after_a_sort_value_given_as_text(database_url, sort):
+    """A cursor carries Page.last as JSON, a time as ISO 8601 text (handlers/cursors.py): the
+    store reads that text as the time it stands for, on both databases, and gives the page
+    that follows the last task, as for the value Page.last gave."""
+    migrations.upgrade(database_url)
+    store = Store(database_url)
+    caller = Caller(f"user-{uuid.uuid4().hex}")
+    try:
+        for n in range(3):
+            store.create_task(caller, TaskCreate(title=f"t{n}", due_date=f"2030-01-0{n + 1}"))
+        everything = json.loads(store.list_tasks(caller, ListQuery(sort=sort)).body)
+        query = ListQuery(sort=sort, limit=1)
+        first = store.list_tasks(caller, query)
+        assert first.last is not None
+        value, task_id = first.last
+        text = value.isoformat() if isinstance(value, datetime) else value
+        after_text = store.list_tasks(caller, query, (text, task_id))
+        assert json.loads(after_text.body) == everything[1:2]
+        assert after_text == store.list_tasks(caller, query, first.last)
+    finally:
+        store.dispose()

@@ -1,7 +1,7 @@
 """users.claims_issued_at: the `iat` of the token whose email and name are stored.
 
 The upsert of a user refreshes email and name only from a token issued at or after the stored
-one (store.Store._user_upsert), so an older but still valid token never rolls them back, on any
+one (statements.user_upsert), so an older but still valid token never rolls them back, on any
 worker. Rows stored before this revision have NULL: the next token sets it. A nullable column
 without a default: no table rewrite on PostgreSQL.
 
