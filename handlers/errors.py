@@ -9,8 +9,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Match
 
+from handlers.responses import task_etag
 from schemas.problem import PROBLEM_JSON, FieldError, Problem
-from schemas.tasks import task_etag
 from store import DatabaseUnavailable, InvalidData, VersionMismatch
 
 log = logging.getLogger("todo.errors")

@@ -10,14 +10,13 @@ still running is 409. Keys are per user and kept 24 hours (store.IDEMPOTENCY_TTL
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.errors import ProblemError
-from schemas.tasks import task_etag
+from handlers.responses import task_location, task_response
 from store import DatabaseUnavailable, Store
 
 MAX_KEY_LENGTH = 255
@@ -65,21 +64,6 @@ async def idempotent(
         except DatabaseUnavailable:
             pass  # the claim is retaken once abandoned (store.IDEMPOTENCY_ABANDONED)
         raise
-
-
-def task_location(request: Request, task_id: int) -> str:
-    """`Location` of a task created at this collection path. Percent-encoded: family B's path
-    holds the user id, which may be any text (non-Latin-1, control characters) that a header
-    cannot carry as is."""
-    return f"{quote(request.scope['path'].rstrip('/'))}/{task_id}"
-
-
-def task_response(task: dict | None, status: int = 200, **headers: str) -> Response:
-    """A task answer of the store ({id, version, body}) as the JSON response, with its ETag;
-    None is 404."""
-    if task is None:
-        raise ProblemError(404, "task not found")
-    return Response(task["body"], status, {"ETag": task_etag(task), **headers}, "application/json")
 
 
 def _replay(request: Request, stored: dict, fingerprint: str) -> Response:

@@ -16,9 +16,10 @@ from starlette.responses import Response
 
 from handlers.cursors import Cursors
 from handlers.errors import ProblemError, invalid_input
-from handlers.idempotency import idempotent, task_location, task_response
+from handlers.idempotency import idempotent
+from handlers.responses import task_etag, task_location, task_response
 from schemas.problem import FieldError
-from schemas.tasks import ListQuery, TaskCreate, TaskUpdate, task_etag
+from schemas.tasks import ListQuery, TaskCreate, TaskUpdate
 from store import Store, Versions
 
 MAX_BODY_BYTES = 64 * 1024  # docs/api.md: Validation, bodies over 64 KiB are 413
@@ -46,6 +47,14 @@ def _task_id(request: Request) -> int:
     if task_id is not None and 0 < task_id <= MAX_TASK_ID:
         return task_id
     raise ProblemError(404, "task not found")
+
+
+def _found(task: dict | None) -> dict:
+    """The store's answer for one of the caller's tasks; None (no such task for this user,
+    docs/api.md: Errors) is 404."""
+    if task is None:
+        raise ProblemError(404, "task not found")
+    return task
 
 
 async def _run(request: Request, query: Callable, *args):
@@ -193,8 +202,8 @@ async def create_task(request: Request) -> Response:
 async def get_task(request: Request) -> Response:
     """GET .../tasks/{task_id} -> 200, the task (304 when If-None-Match has its ETag)."""
     task_id = _task_id(request)
-    task = await _run(request, Store.get_task, task_id)
-    if task is not None and _not_modified(request, task_etag(task)):
+    task = _found(await _run(request, Store.get_task, task_id))
+    if _not_modified(request, task_etag(task)):
         return Response(status_code=304, headers={"ETag": task_etag(task)})
     return task_response(task)
 
@@ -210,7 +219,7 @@ async def update_task(request: Request) -> Response:
     async def perform(key: str | None) -> Response:
         changes = data.changes()
         task = await _run(request, Store.update_task, task_id, changes, versions, key)
-        return task_response(task)
+        return task_response(_found(task))
 
     return await idempotent(request, data.model_dump_json(exclude_unset=True), perform)
 
@@ -222,7 +231,8 @@ async def toggle_task(request: Request) -> Response:
     versions = _if_match(request, task_id)
 
     async def perform(key: str | None) -> Response:
-        return task_response(await _run(request, Store.toggle_task, task_id, versions, key))
+        task = await _run(request, Store.toggle_task, task_id, versions, key)
+        return task_response(_found(task))
 
     return await idempotent(request, "", perform)
 

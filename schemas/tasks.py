@@ -214,12 +214,6 @@ LIMIT_MAX = 1000
 NEWEST_FIRST = ("created", "updated", "completed")  # default to descending
 
 
-def task_etag(task: dict) -> str:
-    """Strong ETag of a stored task: its id and version, which grows on every change
-    (RFC 9110 section 8.8.3)."""
-    return f'"{task["id"]}-{task["version"]}"'
-
-
 class ListQuery(BaseModel):
     """Query string of GET .../tasks. `order` defaults per sort: created, updated and completed
     newest first, title A-Z, due_date soonest first (docs/api.md: Endpoints). `limit` 1-1000
