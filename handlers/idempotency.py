@@ -17,12 +17,15 @@ from starlette.responses import Response
 
 from handlers.errors import ProblemError
 from handlers.responses import task_location, task_response
+from schemas.problem import Problem
 from store import DatabaseUnavailable, Store
 
 MAX_KEY_LENGTH = 255
-
-
 KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"  # printable ASCII, no outer spaces, 1-255
+
+BAD_KEY = Problem.of(400, f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters")
+KEY_IN_USE = Problem.of(409, "a request with this Idempotency-Key is still in progress")
+KEY_REUSED = Problem.of(422, "this Idempotency-Key was used for a different request")
 
 
 def _key(request: Request) -> str | None:
@@ -30,9 +33,7 @@ def _key(request: Request) -> str | None:
     if key is None:
         return None
     if not re.fullmatch(KEY_PATTERN, key):
-        raise ProblemError(
-            400, f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters"
-        )
+        raise ProblemError(BAD_KEY)
     return key
 
 
@@ -68,13 +69,9 @@ async def idempotent(
 
 def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
     if stored["fingerprint"] != fingerprint:
-        raise ProblemError(422, "this Idempotency-Key was used for a different request")
+        raise ProblemError(KEY_REUSED)
     if stored["status"] is None:
-        raise ProblemError(
-            409,
-            "a request with this Idempotency-Key is still in progress",
-            headers={"Retry-After": "1"},
-        )
+        raise ProblemError(KEY_IN_USE, headers={"Retry-After": "1"})
     task = stored["response"]
     headers = {"Idempotent-Replayed": "true"}
     if stored["status"] == 201:

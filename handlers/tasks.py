@@ -17,15 +17,25 @@ from starlette.responses import Response
 from handlers.cursors import Cursors
 from handlers.errors import ProblemError, invalid_input
 from handlers.idempotency import idempotent
+from handlers.operations import TASK_LIST, Operation
 from handlers.responses import task_etag, task_location, task_response
-from schemas.problem import FieldError
-from schemas.tasks import ListQuery, TaskCreate, TaskUpdate
+from schemas.problem import FieldError, Problem
+from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskUpdate
 from store import Store, Versions
 
 MAX_BODY_BYTES = 64 * 1024  # docs/api.md: Validation, bodies over 64 KiB are 413
 BODY_TIMEOUT_SECONDS = 10  # a declared body must arrive within this (408), however slowly sent
 MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
 MAX_TASK_ID = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: ids a browser reads exactly
+
+EMPTY_BODY = Problem.of(400, "request body is empty; send a JSON object")
+OTHER_USER = Problem.of(403, "the user in the path is not the authenticated user")
+TASK_NOT_FOUND = Problem.of(404, "task not found")
+BODY_TIMEOUT = Problem.of(408, f"the request body did not arrive within {BODY_TIMEOUT_SECONDS} s")
+BODY_TOO_LARGE = Problem.of(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+QUERY_TOO_LONG = Problem.of(414, f"query string is longer than {MAX_QUERY_BYTES} bytes")
+NOT_JSON_MEDIA = Problem.of(415, "send the body as JSON with Content-Type: application/json")
+ENCODED_BODY = Problem.of(415, "send the body without Content-Encoding")
 
 
 def _json(content: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -46,14 +56,14 @@ def _task_id(request: Request) -> int:
     task_id = _decimal(request.path_params["task_id"], 16)
     if task_id is not None and 0 < task_id <= MAX_TASK_ID:
         return task_id
-    raise ProblemError(404, "task not found")
+    raise ProblemError(TASK_NOT_FOUND)
 
 
 def _found(task: dict | None) -> dict:
     """The store's answer for one of the caller's tasks; None (no such task for this user,
     docs/api.md: Errors) is 404."""
     if task is None:
-        raise ProblemError(404, "task not found")
+        raise ProblemError(TASK_NOT_FOUND)
     return task
 
 
@@ -77,7 +87,7 @@ def for_path_user(endpoint: Callable) -> Callable:
     @functools.wraps(endpoint)
     async def checked(request: Request) -> Response:
         if request.path_params["user_id"] != request.state.user.id:
-            raise ProblemError(403, "the user in the path is not the authenticated user")
+            raise ProblemError(OTHER_USER)
         return await endpoint(request)
 
     return checked
@@ -88,31 +98,25 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
     most 64 KiB (413), complete within BODY_TIMEOUT_SECONDS (408), 400 else."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
-        raise ProblemError(415, "send the body as JSON with Content-Type: application/json")
+        raise ProblemError(NOT_JSON_MEDIA)
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
         # Not decompressed (no bound on what a small gzip body expands to): RFC 9110 15.5.16.
-        raise ProblemError(
-            415, "send the body without Content-Encoding", headers={"Accept-Encoding": "identity"}
-        )
+        raise ProblemError(ENCODED_BODY, headers={"Accept-Encoding": "identity"})
     declared = _decimal(request.headers.get("content-length", ""), 20)
     if declared is not None and declared > MAX_BODY_BYTES:
-        raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+        raise ProblemError(BODY_TOO_LARGE)
     body = bytearray()
     try:
         with anyio.fail_after(BODY_TIMEOUT_SECONDS):
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > MAX_BODY_BYTES:
-                    raise ProblemError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+                    raise ProblemError(BODY_TOO_LARGE)
     except TimeoutError:
         # RFC 9110 section 15.5.9; the unread rest of the body makes the connection unusable.
-        raise ProblemError(
-            408,
-            f"the request body did not arrive within {BODY_TIMEOUT_SECONDS} s",
-            headers={"Connection": "close"},
-        ) from None
+        raise ProblemError(BODY_TIMEOUT, headers={"Connection": "close"}) from None
     if not body.strip():
-        raise ProblemError(400, "request body is empty; send a JSON object")
+        raise ProblemError(EMPTY_BODY)
     try:
         return model.model_validate_json(body)
     except ValidationError as error:
@@ -155,16 +159,27 @@ def _if_match(request: Request, task_id: int) -> Versions:
     return versions
 
 
+@Operation(
+    "GET",
+    "listTasks",
+    "List tasks",
+    "Your tasks, filtered by `status` and ordered by `sort` and `order`; ties break on `id` "
+    "in the same direction. Unknown query parameters are ignored.",
+    200,
+    TASK_LIST,
+    query=ListQuery,
+    headers=("If-None-Match",),
+)
 async def list_tasks(request: Request) -> Response:
     """GET .../tasks?status=&sort=&order=&limit=&cursor= -> 200, JSON array of tasks, with
     `Link: <...>; rel="next"` when more follow (RFC 8288) and an ETag of the page (304 for a
     matching If-None-Match)."""
     if len(request.scope["query_string"]) > MAX_QUERY_BYTES:
-        raise ProblemError(414, f"query string is longer than {MAX_QUERY_BYTES} bytes")
+        raise ProblemError(QUERY_TOO_LONG)
     try:
         query = ListQuery.model_validate(dict(request.query_params))
     except ValidationError as error:
-        raise invalid_input(error, "query string") from None
+        raise invalid_input(error) from None
     cursors: Cursors = request.app.state.cursors
     user_id = request.state.user.id
     after = None
@@ -173,7 +188,7 @@ async def list_tasks(request: Request) -> Response:
             after = cursors.decode(query.cursor, user_id, query)
         except ValueError as error:
             errors = [FieldError(field="cursor", message=str(error))]
-            raise ProblemError(400, str(error), errors=errors) from None
+            raise ProblemError(Problem.of(400, str(error), errors=errors)) from None
     page = await _run(request, Store.list_tasks, query, after)
     headers = {"ETag": f'"{page.versions}"'}
     if page.last is not None:
@@ -187,6 +202,17 @@ async def list_tasks(request: Request) -> Response:
     return _json(page.body, headers=headers)
 
 
+@Operation(
+    "POST",
+    "createTask",
+    "Create a task",
+    "Creates a task; `Location` names it. Unknown members, and `id`, `user_id`, "
+    "`created_at`, `updated_at`, are ignored.",
+    201,
+    TaskPublic,
+    body=TaskCreate,
+    headers=("Idempotency-Key",),
+)
 async def create_task(request: Request) -> Response:
     """POST .../tasks -> 201, the task, with `Location` of the new task (idempotent with an
     Idempotency-Key)."""
@@ -199,6 +225,15 @@ async def create_task(request: Request) -> Response:
     return await idempotent(request, data.model_dump_json(), perform)
 
 
+@Operation(
+    "GET",
+    "getTask",
+    "Get a task",
+    "One of your tasks.",
+    200,
+    TaskPublic,
+    headers=("If-None-Match",),
+)
 async def get_task(request: Request) -> Response:
     """GET .../tasks/{task_id} -> 200, the task (304 when If-None-Match has its ETag)."""
     task_id = _task_id(request)
@@ -208,6 +243,27 @@ async def get_task(request: Request) -> Response:
     return task_response(task)
 
 
+@Operation(
+    "PUT",
+    "updateTask",
+    "Update a task (partial)",
+    "Changes only the members sent (PUT and PATCH are the same partial update); "
+    "`description: null` and `due_date: null` clear them; `{}` changes nothing.",
+    200,
+    TaskPublic,
+    body=TaskUpdate,
+    headers=("If-Match", "Idempotency-Key"),
+)
+@Operation(
+    "PATCH",
+    "patchTask",
+    "Update a task (partial)",
+    "Same as PUT: changes only the members sent.",
+    200,
+    TaskPublic,
+    body=TaskUpdate,
+    headers=("If-Match", "Idempotency-Key"),
+)
 async def update_task(request: Request) -> Response:
     """PUT or PATCH .../tasks/{task_id} -> 200, the task; only the fields sent change.
     With If-Match, only if the task still has that ETag (else 412); idempotent with an
@@ -224,6 +280,15 @@ async def update_task(request: Request) -> Response:
     return await idempotent(request, data.model_dump_json(exclude_unset=True), perform)
 
 
+@Operation(
+    "PATCH",
+    "toggleTask",
+    "Toggle completed",
+    "Flips `completed` atomically, so concurrent toggles are never lost.",
+    200,
+    TaskPublic,
+    headers=("If-Match", "Idempotency-Key"),
+)
 async def toggle_task(request: Request) -> Response:
     """PATCH .../tasks/{task_id}/complete -> 200, the task with `completed` flipped
     (idempotent with an Idempotency-Key: a retry does not flip it back)."""
@@ -237,9 +302,18 @@ async def toggle_task(request: Request) -> Response:
     return await idempotent(request, "", perform)
 
 
+@Operation(
+    "DELETE",
+    "deleteTask",
+    "Delete a task",
+    "Deletes one of your tasks.",
+    204,
+    None,
+    headers=("If-Match",),
+)
 async def delete_task(request: Request) -> Response:
     """DELETE .../tasks/{task_id} -> 204, empty body (412 when If-Match does not match)."""
     task_id = _task_id(request)
     if not await _run(request, Store.delete_task, task_id, _if_match(request, task_id)):
-        raise ProblemError(404, "task not found")
+        raise ProblemError(TASK_NOT_FOUND)
     return Response(status_code=204)

@@ -22,6 +22,7 @@ from schemas.problem import PROBLEM_JSON, Problem
 
 log = logging.getLogger("todo.request")
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+INTERNAL_ERROR = Problem.of(500, "internal error")  # + the request id
 
 
 def _request_id(scope: Scope) -> str:
@@ -121,5 +122,5 @@ class InternalErrorMiddleware:
             log.exception("unhandled error, request_id=%s", request_id)
             if started:
                 raise
-            problem = Problem.of(500, "internal error", request_id=request_id)
+            problem = INTERNAL_ERROR.model_copy(update={"request_id": request_id})
             await Response(problem.body(), 500, media_type=PROBLEM_JSON)(scope, receive, send)
