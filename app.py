@@ -86,15 +86,13 @@ def _startup_error(url: str, reason: str) -> ConfigError:
     )
 
 
-def task_routes(prefix: str, wrap=lambda endpoint: endpoint) -> list[Route]:
-    """The task endpoints under `prefix`, each endpoint passed through `wrap`."""
+def task_routes(prefix: str) -> list[Route]:
+    """The task paths under `prefix`: one route per path, its HTTPEndpoint serving each method
+    (handlers/tasks.py); under `/api/{user_id}` it checks the path's user first."""
     return [
-        Route(f"{prefix}/tasks", wrap(tasks.list_tasks), methods=["GET"]),
-        Route(f"{prefix}/tasks", wrap(tasks.create_task), methods=["POST"]),
-        Route(f"{prefix}/tasks/{{task_id}}", wrap(tasks.get_task), methods=["GET"]),
-        Route(f"{prefix}/tasks/{{task_id}}", wrap(tasks.update_task), methods=["PUT", "PATCH"]),
-        Route(f"{prefix}/tasks/{{task_id}}", wrap(tasks.delete_task), methods=["DELETE"]),
-        Route(f"{prefix}/tasks/{{task_id}}/complete", wrap(tasks.toggle_task), methods=["PATCH"]),
+        Route(f"{prefix}/tasks", tasks.Tasks),
+        Route(f"{prefix}/tasks/{{task_id}}", tasks.Task),
+        Route(f"{prefix}/tasks/{{task_id}}/complete", tasks.TaskCompletion),
     ]
 
 
@@ -102,7 +100,7 @@ ROUTES = [
     Route("/health", health.health, methods=["GET"]),
     Route("/ready", health.ready, methods=["GET"]),
     *task_routes("/api"),
-    *task_routes("/api/{user_id}", tasks.for_path_user),
+    *task_routes("/api/{user_id}"),
     # The contract, documented from the routes above (handlers/openapi.py), and its docs page.
     Route("/openapi.json", openapi.openapi_json, methods=["GET"], include_in_schema=False),
     Route("/docs", docs.page, methods=["GET"], include_in_schema=False),

@@ -6,13 +6,13 @@ by the code that answers it and by the OpenAPI document's examples (handlers/ope
 
 import json
 import logging
+from collections.abc import Mapping
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Match
 
 from handlers.responses import task_etag
 from schemas.problem import PROBLEM_JSON, FieldError, Problem
@@ -40,7 +40,7 @@ class ProblemError(Exception):
         self.headers = headers
 
 
-def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
+def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> Response:
     """`problem` as an `application/problem+json` response."""
     return Response(problem.body(), problem.status, headers, PROBLEM_JSON)
 
@@ -85,28 +85,13 @@ async def on_problem(request: Request, error: ProblemError) -> Response:
     return problem_response(error.problem, error.headers)
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at the request's path. Starlette's own 405 names only the
-    methods of the first route matching the path, but a path here has one route per method, and
-    `Allow` must list them all (RFC 9110 section 10.2.1)."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.PARTIAL:
-            methods |= getattr(route, "methods", None) or set()
-    return ", ".join(sorted(methods))
-
-
 async def on_http_exception(request: Request, error: HTTPException) -> Response:
-    """Starlette's own 404 (no route) and 405 (method, with the path's full `Allow`) as problem
-    details."""
+    """Starlette's own 404 (no route) and 405 (with `Allow`: one route per path, so it names
+    every method of the path, RFC 9110 section 10.2.1) as problem details."""
     problem = NO_SUCH_RESOURCE
     if error.status_code != 404:
         problem = Problem.of(error.status_code, error.detail)
-    headers = dict(error.headers or {})
-    if error.status_code == 405:
-        headers["Allow"] = _allowed_methods(request)
-    return problem_response(problem, headers)
+    return problem_response(problem, error.headers)
 
 
 async def on_database_unavailable(request: Request, error: DatabaseUnavailable) -> Response:

@@ -24,7 +24,7 @@ task to those that take a task id let tools (Schemathesis' stateful mode) chain 
 
 import inspect
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,8 @@ from schemas.tasks import TaskCreate, TaskPublic, TaskUpdate
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
 REF = "#/components/schemas/{model}"
+# The methods an HTTPEndpoint may serve (HEAD aside), in the order a path lists them.
+_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS", "QUERY")
 
 
 class UndocumentedRoute(LookupError):
@@ -421,13 +423,25 @@ class _Served:
         return result
 
 
+def _endpoints(route: Route) -> list[tuple[str, Callable]]:
+    """(method, endpoint function) of each method `route` serves, but HEAD (GET's twin)."""
+    if inspect.isclass(route.endpoint):  # an HTTPEndpoint: a function per method
+        names = [(method, method.lower()) for method in _METHODS]
+        return [
+            (method, getattr(route.endpoint, name))
+            for method, name in names
+            if hasattr(route.endpoint, name)
+        ]
+    return [(method, route.endpoint) for method in sorted((route.methods or {"GET"}) - {"HEAD"})]
+
+
 def _served(routes: Iterable[BaseRoute]) -> list[_Served]:
     found = []
     for route in routes:
         if not isinstance(route, Route) or not route.include_in_schema:
             continue
-        operations = operations_of(inspect.unwrap(route.endpoint))
-        for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+        for method, endpoint in _endpoints(route):
+            operations = operations_of(endpoint)
             if method not in operations:
                 raise UndocumentedRoute(
                     f"{method} {route.path}: decorate its endpoint with an Operation "

@@ -1,16 +1,19 @@
 """Task endpoints of both route families (docs/api.md: Endpoints).
 
-Family A `/api/tasks...` acts for the token's user; family B `/api/{user_id}/tasks...` does the
-same after checking the path's user is the token's user (else 403, before any query).
+`/api/tasks...` acts for the token's user; `/api/{user_id}/tasks...` does the same after checking
+that the path's user is the token's user (else 403, before anything is read or queried). Each
+task path is one route to an HTTPEndpoint (`Tasks`, `Task`, `TaskCompletion`) whose methods are
+the endpoint functions below, so Starlette's 405 lists every method of the path in `Allow`
+(RFC 9110 section 10.2.1).
 """
 
-import functools
 from collections.abc import Callable
 from urllib.parse import quote
 
 import anyio
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -78,19 +81,6 @@ async def _run(request: Request, query: Callable, *args):
             return query(store, caller.id, *args)
 
     return await run_in_threadpool(work)
-
-
-def for_path_user(endpoint: Callable) -> Callable:
-    """Family B: `endpoint` behind a check that the path's `user_id` is the caller, else 403
-    before anything else is read or queried (docs/api.md: Endpoints)."""
-
-    @functools.wraps(endpoint)
-    async def checked(request: Request) -> Response:
-        if request.path_params["user_id"] != request.state.user.id:
-            raise ProblemError(OTHER_USER)
-        return await endpoint(request)
-
-    return checked
 
 
 async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
@@ -317,3 +307,36 @@ async def delete_task(request: Request) -> Response:
     if not await _run(request, Store.delete_task, task_id, _if_match(request, task_id)):
         raise ProblemError(TASK_NOT_FOUND)
     return Response(status_code=204)
+
+
+class _TaskPath(HTTPEndpoint):
+    """A task path of either family. Under `/api/{user_id}` it serves only the token's user:
+    another user id is 403 before the endpoint reads or queries anything."""
+
+    async def dispatch(self) -> None:
+        path_user = self.scope["path_params"].get("user_id")
+        caller = self.scope.get("state", {}).get("user")  # none only on OPTIONS, here a 405
+        if path_user is not None and caller is not None and path_user != caller.id:
+            raise ProblemError(OTHER_USER)
+        await super().dispatch()
+
+
+class Tasks(_TaskPath):
+    """.../tasks: the caller's tasks."""
+
+    get = staticmethod(list_tasks)
+    post = staticmethod(create_task)
+
+
+class Task(_TaskPath):
+    """.../tasks/{task_id}: one of the caller's tasks."""
+
+    get = staticmethod(get_task)
+    put = patch = staticmethod(update_task)
+    delete = staticmethod(delete_task)
+
+
+class TaskCompletion(_TaskPath):
+    """.../tasks/{task_id}/complete: its `completed` flag."""
+
+    patch = staticmethod(toggle_task)
