@@ -28,11 +28,7 @@ from handlers.cursors import Cursors
 from handlers.errors import EXCEPTION_HANDLERS
 from middleware.auth import AuthMiddleware
 from middleware.jwks import JWKSKeys
-from middleware.request_log import (
-    InternalErrorMiddleware,
-    OneLineFormatter,
-    RequestLogMiddleware,
-)
+from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware, log_handler
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
 from store import (
     POOL_OVERFLOW,
@@ -252,8 +248,9 @@ def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) 
 
 
 def _configure_logging() -> None:
-    """Root logging at LOG_LEVEL, and one line per request (docs/api.md: Operations): the app's own
-    (middleware/request_log.py, with the request id), so uvicorn's access line, which would
+    """Root logging at LOG_LEVEL, every line escaped and with the id of the request it was
+    logged in (docs/operations.md: Logging), and one line per request (docs/api.md: Operations):
+    the app's own (middleware/request_log.py), so uvicorn's access line, which would
     repeat it, is switched off as `--no-access-log` does (uvicorn configures its loggers before
     it imports the app, and skips access lines when `uvicorn.access` has no handler)."""
     level = os.getenv("LOG_LEVEL", "INFO").upper()
@@ -261,9 +258,7 @@ def _configure_logging() -> None:
         raise ConfigError(
             f"LOG_LEVEL {level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)"
         )
-    handler = logging.StreamHandler()
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
+    logging.basicConfig(level=level, handlers=[log_handler()])
     access = logging.getLogger("uvicorn.access")
     access.handlers.clear()
     access.propagate = False
