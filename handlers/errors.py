@@ -6,7 +6,7 @@ by the code that answers it and by the OpenAPI document's examples (handlers/ope
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -122,7 +122,8 @@ async def on_client_disconnect(request: Request, error: ClientDisconnect) -> Res
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
-EXCEPTION_HANDLERS = {
+# Exception class -> handler, for Starlette(exception_handlers=...).
+EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Awaitable[Response]]] = {
     ProblemError: on_problem,
     HTTPException: on_http_exception,
     DatabaseUnavailable: on_database_unavailable,

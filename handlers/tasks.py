@@ -8,6 +8,7 @@ the endpoint functions below, so Starlette's 405 lists every method of the path 
 """
 
 from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -25,6 +26,8 @@ from handlers.responses import task_etag, task_location, task_response
 from schemas.problem import FieldError, Problem
 from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskUpdate
 from store import Store, Versions
+
+Body = TypeVar("Body", bound=BaseModel)
 
 MAX_BODY_BYTES = 64 * 1024  # docs/api.md: Validation, bodies over 64 KiB are 413
 BODY_TIMEOUT_SECONDS = 10  # a declared body must arrive within this (408), however slowly sent
@@ -83,7 +86,7 @@ async def _run(request: Request, query: Callable, *args):
     return await run_in_threadpool(work)
 
 
-async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
+async def _body(request: Request, model: type[Body]) -> Body:
     """The request body validated as `model`: JSON only, without Content-Encoding (415), at
     most 64 KiB (413), complete within BODY_TIMEOUT_SECONDS (408), 400 else."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

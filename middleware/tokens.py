@@ -6,7 +6,7 @@ accepts only its own pinned algorithms, so a header can never pick the key or do
 """
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass
 
 import jwt
@@ -127,12 +127,13 @@ class JWKSVerifier:
     """Asymmetric tokens of Better Auth's `jwt` plugin, checked against its JWKS.
 
     The algorithm is the key's own (the JWK's `alg`, else implied by its type and curve), never
-    the token header's; `exp`, `iss` and `aud` are required and `iss`/`aud` must match.
+    the token header's; `exp`, `iss` and `aud` are required and `iss`/`aud` must match:
+    `issuer` and `audience` are one accepted value or several (PyJWT's `jwt.decode`).
     """
 
     algorithms = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 
-    def __init__(self, keys, issuer: str, audience: str) -> None:
+    def __init__(self, keys, issuer: str | Container[str], audience: str | Iterable[str]) -> None:
         self._keys = keys  # middleware.jwks.JWKSKeys: async key(kid) -> PyJWK
         self._issuer = issuer
         self._audience = audience
