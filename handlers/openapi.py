@@ -425,14 +425,11 @@ class _Served:
 
 def _endpoints(route: Route) -> list[tuple[str, Callable]]:
     """(method, endpoint function) of each method `route` serves, but HEAD (GET's twin)."""
-    if inspect.isclass(route.endpoint):  # an HTTPEndpoint: a function per method
-        names = [(method, method.lower()) for method in _METHODS]
-        return [
-            (method, getattr(route.endpoint, name))
-            for method, name in names
-            if hasattr(route.endpoint, name)
-        ]
-    return [(method, route.endpoint) for method in sorted((route.methods or {"GET"}) - {"HEAD"})]
+    endpoint = route.endpoint
+    if inspect.isclass(endpoint):  # an HTTPEndpoint: a function per method
+        served = [method for method in _METHODS if hasattr(endpoint, method.lower())]
+        return [(method, getattr(endpoint, method.lower())) for method in served]
+    return [(method, endpoint) for method in sorted((route.methods or {"GET"}) - {"HEAD"})]
 
 
 def _served(routes: Iterable[BaseRoute]) -> list[_Served]:

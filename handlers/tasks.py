@@ -27,8 +27,6 @@ from schemas.problem import FieldError, Problem
 from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskUpdate
 from store import Store, Versions
 
-Body = TypeVar("Body", bound=BaseModel)
-
 MAX_BODY_BYTES = 64 * 1024  # docs/api.md: Validation, bodies over 64 KiB are 413
 BODY_TIMEOUT_SECONDS = 10  # a declared body must arrive within this (408), however slowly sent
 MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
@@ -84,6 +82,9 @@ async def _run(request: Request, query: Callable, *args):
             return query(store, caller.id, *args)
 
     return await run_in_threadpool(work)
+
+
+Body = TypeVar("Body", bound=BaseModel)
 
 
 async def _body(request: Request, model: type[Body]) -> Body:
