@@ -163,8 +163,8 @@ _PROBLEMS: dict[int, tuple[str, dict[str, Problem], tuple[str, ...]]] = {
         (),
     ),
     404: (
-        "No such task for you: another user's task, a missing one and an id that is not a "
-        "positive 32-bit integer all look the same.",
+        "No such task for you: another user's task, a missing one and an id that is not an "
+        "integer from 1 to 2^53 - 1 all look the same.",
         {"not found": tasks.TASK_NOT_FOUND},
         (),
     ),
