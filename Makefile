@@ -81,6 +81,7 @@ demo: $(BIN)/.installed .env $(EXAMPLE)/.next/.built
 check: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: check node-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -29,11 +29,7 @@ from handlers.cursors import Cursors
 from handlers.errors import EXCEPTION_HANDLERS
 from middleware.auth import AuthMiddleware
 from middleware.jwks import JWKSKeys
-from middleware.request_log import (
-    InternalErrorMiddleware,
-    OneLineFormatter,
-    RequestLogMiddleware,
-)
+from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware, log_handler
 from middleware.tokens import JWKSVerifier, SecretVerifier, Verifier, make_verifier
 from store import PURGE_BATCH, DatabaseUnavailable, Store
 
@@ -79,15 +75,13 @@ def _startup_error(url: str, reason: str) -> ConfigError:
     )
 
 
-def task_routes(prefix: str, wrap=lambda endpoint: endpoint) -> list[Route]:
-    """The task endpoints under `prefix`, each endpoint passed through `wrap`."""
+def task_routes(prefix: str) -> list[Route]:
+    """The task paths under `prefix`: one route per path, its HTTPEndpoint serving each method
+    (handlers/tasks.py); under `/api/{user_id}` it checks the path's user first."""
     return [
-        Route(f"{prefix}/tasks", wrap(tasks.list_tasks), methods=["GET"]),
-        Route(f"{prefix}/tasks", wrap(tasks.create_task), methods=["POST"]),
-        Route(f"{prefix}/tasks/{{task_id}}", wrap(tasks.get_task), methods=["GET"]),
-        Route(f"{prefix}/tasks/{{task_id}}", wrap(tasks.update_task), methods=["PUT", "PATCH"]),
-        Route(f"{prefix}/tasks/{{task_id}}", wrap(tasks.delete_task), methods=["DELETE"]),
-        Route(f"{prefix}/tasks/{{task_id}}/complete", wrap(tasks.toggle_task), methods=["PATCH"]),
+        Route(f"{prefix}/tasks", tasks.Tasks),
+        Route(f"{prefix}/tasks/{{task_id}}", tasks.Task),
+        Route(f"{prefix}/tasks/{{task_id}}/complete", tasks.TaskCompletion),
     ]
 
 
@@ -95,7 +89,7 @@ ROUTES = [
     Route("/health", health.health, methods=["GET"]),
     Route("/ready", health.ready, methods=["GET"]),
     *task_routes("/api"),
-    *task_routes("/api/{user_id}", tasks.for_path_user),
+    *task_routes("/api/{user_id}"),
     # The contract, documented from the routes above (handlers/openapi.py), and its docs page.
     Route("/openapi.json", openapi.openapi_json, methods=["GET"], include_in_schema=False),
     Route("/docs", docs.page, methods=["GET"], include_in_schema=False),
@@ -247,8 +241,9 @@ def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) 
 
 
 def _configure_logging() -> None:
-    """Root logging at LOG_LEVEL, and one line per request (docs/api.md: Operations): the app's own
-    (middleware/request_log.py, with the request id), so uvicorn's access line, which would
+    """Root logging at LOG_LEVEL, every line escaped and with the id of the request it was
+    logged in (docs/operations.md: Logging), and one line per request (docs/api.md: Operations):
+    the app's own (middleware/request_log.py), so uvicorn's access line, which would
     repeat it, is switched off as `--no-access-log` does (uvicorn configures its loggers before
     it imports the app, and skips access lines when `uvicorn.access` has no handler)."""
     level = os.getenv("LOG_LEVEL", "INFO").upper()
@@ -256,9 +251,7 @@ def _configure_logging() -> None:
         raise ConfigError(
             f"LOG_LEVEL {level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)"
         )
-    handler = logging.StreamHandler()
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
+    logging.basicConfig(level=level, handlers=[log_handler()])
     access = logging.getLogger("uvicorn.access")
     access.handlers.clear()
     access.propagate = False

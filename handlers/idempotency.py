@@ -10,20 +10,22 @@ still running is 409. Keys are per user and kept 24 hours (store.IDEMPOTENCY_TTL
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from handlers.errors import ProblemError
-from schemas.tasks import task_etag
+from handlers.responses import task_location, task_response
+from schemas.problem import Problem
 from store import DatabaseUnavailable, Recording, Store
 
 MAX_KEY_LENGTH = 255
-
-
 KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"  # printable ASCII, no outer spaces, 1-255
+
+BAD_KEY = Problem.of(400, f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters")
+KEY_IN_USE = Problem.of(409, "a request with this Idempotency-Key is still in progress")
+KEY_REUSED = Problem.of(422, "this Idempotency-Key was used for a different request")
 
 
 def _key(request: Request) -> str | None:
@@ -31,9 +33,7 @@ def _key(request: Request) -> str | None:
     if key is None:
         return None
     if not re.fullmatch(KEY_PATTERN, key):
-        raise ProblemError(
-            400, f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters"
-        )
+        raise ProblemError(BAD_KEY)
     return key
 
 
@@ -71,30 +71,11 @@ async def idempotent(
         raise
 
 
-def task_location(request: Request, task_id: int) -> str:
-    """`Location` of a task created at this collection path. Percent-encoded: family B's path
-    holds the user id, which may be any text (non-Latin-1, control characters) that a header
-    cannot carry as is."""
-    return f"{quote(request.scope['path'].rstrip('/'))}/{task_id}"
-
-
-def task_response(task: dict | None, status: int = 200, **headers: str) -> Response:
-    """A task answer of the store ({id, version, body}) as the JSON response, with its ETag;
-    None is 404."""
-    if task is None:
-        raise ProblemError(404, "task not found")
-    return Response(task["body"], status, {"ETag": task_etag(task), **headers}, "application/json")
-
-
 def _replay(request: Request, stored: dict, fingerprint: str) -> Response:
     if stored["fingerprint"] != fingerprint:
-        raise ProblemError(422, "this Idempotency-Key was used for a different request")
+        raise ProblemError(KEY_REUSED)
     if stored["status"] is None:
-        raise ProblemError(
-            409,
-            "a request with this Idempotency-Key is still in progress",
-            headers={"Retry-After": "1"},
-        )
+        raise ProblemError(KEY_IN_USE, headers={"Retry-After": "1"})
     task = stored["response"]
     headers = {"Idempotent-Replayed": "true"}
     if stored["status"] == 201:

@@ -1,16 +1,19 @@
 """The OpenAPI 3.1 document, built from the app's route table and the handlers' Pydantic models.
 
 `document(routes)` walks the Starlette routes, so a path cannot be served without being
-documented or documented without being served: every `(endpoint, method)` needs an entry in
-`OPERATIONS` (else `UndocumentedRoute`), routes with `include_in_schema=False` (the document and
-the docs page) are left out, and HEAD (Starlette's implicit twin of GET) is not listed. What a
-route can answer follows from its path and its operation (plus `Operation.errors`):
+documented or documented without being served: the endpoint of every served method carries its
+`Operation` (handlers/operations.py; else `UndocumentedRoute`), routes with
+`include_in_schema=False` (the document and the docs page) are left out, and HEAD (Starlette's
+implicit twin of GET) is not listed. What a route can answer follows from its path and its
+operation (plus `Operation.errors`):
 
 - every operation that needs a token (all of `/api`): 401 (with `WWW-Authenticate`), 500,
   503 (with `Retry-After`);
-- `{user_id}` in the path (family B): 403 when it is not the token's user;
+- `{user_id}` in the path (the user-in-path family): 403 when it is not the token's user;
 - `{task_id}` in the path: 404 (no such task for this user, or not an id at all);
-- a request body: 400, 413, 415; a query model: 400.
+- a request body: 400, 413, 415; a query model: 400, 414.
+
+Each problem's example is the named problem its code answers (handlers/errors.py), not a copy.
 
 Shapes come from schemas/ through Pydantic's JSON Schema (`models_json_schema` with
 `#/components/schemas/...` references), never a copy. Links from every operation that returns a
@@ -23,126 +26,32 @@ import inspect
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from handlers import health, idempotency, tasks
+from handlers import errors, idempotency, tasks
+from handlers.errors import TITLE_RULE
+from handlers.operations import TASK_LIST, Operation, operations_of
+from middleware import auth, request_log
 from schemas.health import Health, Ready
 from schemas.problem import PROBLEM_JSON, FieldError, Problem
-from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskUpdate
+from schemas.tasks import TaskCreate, TaskPublic, TaskUpdate
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
 REF = "#/components/schemas/{model}"
-TASK_LIST = "TaskList"  # a JSON array of TaskPublic
+# The methods an HTTPEndpoint may serve (HEAD aside), in the order a path lists them.
+_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS", "QUERY")
 
 
 class UndocumentedRoute(LookupError):
-    """A route serves an `(endpoint, method)` that has no entry in `OPERATIONS`."""
+    """A route serves a method for which its endpoint has no `Operation`."""
 
-
-@dataclass(frozen=True)
-class Operation:
-    """What the route table cannot tell about one endpoint and method."""
-
-    operation_id: str
-    summary: str
-    description: str
-    status: int  # the success status
-    response: type[BaseModel] | str | None  # body of the success: a model, TASK_LIST or none
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    authenticated: bool = True
-    errors: tuple[int, ...] = ()  # beyond those that follow from the route (module docstring)
-    headers: tuple[str, ...] = ()  # request headers it honours: If-Match, If-None-Match, ...
-
-
-OPERATIONS: dict[tuple[Callable, str], Operation] = {
-    (health.health, "GET"): Operation(
-        "health",
-        "Liveness",
-        "200 while the process serves requests; no token needed.",
-        200,
-        Health,
-        authenticated=False,
-    ),
-    (health.ready, "GET"): Operation(
-        "ready",
-        "Readiness",
-        "200 when the database answers, else 503; no token needed.",
-        200,
-        Ready,
-        authenticated=False,
-        errors=(503,),
-    ),
-    (tasks.list_tasks, "GET"): Operation(
-        "listTasks",
-        "List tasks",
-        "Your tasks, filtered by `status` and ordered by `sort` and `order`; ties break on `id` "
-        "in the same direction. Unknown query parameters are ignored.",
-        200,
-        TASK_LIST,
-        query=ListQuery,
-        headers=("If-None-Match",),
-    ),
-    (tasks.create_task, "POST"): Operation(
-        "createTask",
-        "Create a task",
-        "Creates a task; `Location` names it. Unknown members, and `id`, `user_id`, "
-        "`created_at`, `updated_at`, are ignored.",
-        201,
-        TaskPublic,
-        body=TaskCreate,
-        headers=("Idempotency-Key",),
-    ),
-    (tasks.get_task, "GET"): Operation(
-        "getTask",
-        "Get a task",
-        "One of your tasks.",
-        200,
-        TaskPublic,
-        headers=("If-None-Match",),
-    ),
-    (tasks.update_task, "PUT"): Operation(
-        "updateTask",
-        "Update a task (partial)",
-        "Changes only the members sent (PUT and PATCH are the same partial update); "
-        "`description: null` and `due_date: null` clear them; `{}` changes nothing.",
-        200,
-        TaskPublic,
-        body=TaskUpdate,
-        headers=("If-Match", "Idempotency-Key"),
-    ),
-    (tasks.update_task, "PATCH"): Operation(
-        "patchTask",
-        "Update a task (partial)",
-        "Same as PUT: changes only the members sent.",
-        200,
-        TaskPublic,
-        body=TaskUpdate,
-        headers=("If-Match", "Idempotency-Key"),
-    ),
-    (tasks.toggle_task, "PATCH"): Operation(
-        "toggleTask",
-        "Toggle completed",
-        "Flips `completed` atomically, so concurrent toggles are never lost.",
-        200,
-        TaskPublic,
-        headers=("If-Match", "Idempotency-Key"),
-    ),
-    (tasks.delete_task, "DELETE"): Operation(
-        "deleteTask",
-        "Delete a task",
-        "Deletes one of your tasks.",
-        204,
-        None,
-        headers=("If-Match",),
-    ),
-}
 
 _DESCRIPTION = """\
 A multi-user task API for apps whose users sign in with Better Auth. Send
@@ -218,120 +127,91 @@ _REQUEST_HEADERS = {
     },
 }
 
-_TITLE_RULE = "title must be 1-200 characters (after trimming spaces)"
+# A changed task, as the 412 example carries it.
+_TASK_NOW = {
+    "id": 1,
+    "title": "Buy oat milk",
+    "description": None,
+    "completed": False,
+    "due_date": None,
+    "completed_at": None,
+    "created_at": "2030-01-01T09:00:00Z",
+    "updated_at": "2030-01-01T09:05:00Z",
+}
 
-# Status -> (description, examples, headers) of each problem details response.
+# Status -> (description, examples, headers) of each problem details response. The examples are
+# the named problems the code answers (handlers/errors.py), not copies of their text.
 _PROBLEMS: dict[int, tuple[str, dict[str, Problem], tuple[str, ...]]] = {
     400: (
         "Invalid input; `errors` lists each invalid field.",
         {
             "invalid field": Problem.of(
-                400, _TITLE_RULE, errors=[FieldError(field="title", message=_TITLE_RULE)]
+                400, TITLE_RULE, errors=[FieldError(field="title", message=TITLE_RULE)]
             ),
-            "not JSON": Problem.of(400, "request body is not valid JSON"),
+            "not JSON": errors.NOT_JSON,
         },
         (),
     ),
     401: (
         "No bearer token, or an invalid, forged or expired one.",
-        {
-            "no token": Problem.of(401, "missing bearer token"),
-            "bad token": Problem.of(401, "invalid or expired token"),
-        },
+        {"no token": auth.MISSING_TOKEN, "bad token": auth.INVALID_TOKEN},
         ("WWW-Authenticate",),
     ),
     403: (
         "The path's `user_id` is not the token's user.",
-        {
-            "another user": Problem.of(403, "the user in the path is not the authenticated user"),
-        },
+        {"another user": tasks.OTHER_USER},
         (),
     ),
     404: (
-        "No such task for you: another user's task, a missing one and an id that is not a "
-        "positive 32-bit integer all look the same.",
-        {
-            "not found": Problem.of(404, "task not found"),
-        },
+        "No such task for you: another user's task, a missing one and an id that is not an "
+        "integer from 1 to 2^53 - 1 all look the same.",
+        {"not found": tasks.TASK_NOT_FOUND},
         (),
     ),
     409: (
         "A request with the same Idempotency-Key is still in progress.",
-        {
-            "in progress": Problem.of(
-                409, "a request with this Idempotency-Key is still in progress"
-            ),
-        },
+        {"in progress": idempotency.KEY_IN_USE},
         ("Retry-After",),
     ),
     412: (
         "If-Match did not match: the task changed since it was read. `task` is the task as "
         "it is now (and `ETag` its tag).",
-        {
-            "changed": Problem.of(
-                412,
-                "the task has changed since you read it",
-                task={
-                    "id": 1,
-                    "title": "Buy oat milk",
-                    "description": None,
-                    "completed": False,
-                    "due_date": None,
-                    "completed_at": None,
-                    "created_at": "2030-01-01T09:00:00Z",
-                    "updated_at": "2030-01-01T09:05:00Z",
-                },
-            ),
-        },
+        {"changed": errors.TASK_CHANGED.model_copy(update={"task": _TASK_NOW})},
         ("ETag",),
     ),
     413: (
         f"The body is larger than {tasks.MAX_BODY_BYTES // 1024} KiB.",
-        {
-            "too large": Problem.of(
-                413, f"request body is larger than {tasks.MAX_BODY_BYTES} bytes"
-            ),
-        },
+        {"too large": tasks.BODY_TOO_LARGE},
         (),
     ),
     414: (
         f"The query string is longer than {tasks.MAX_QUERY_BYTES // 1024} KiB.",
-        {
-            "too long": Problem.of(
-                414, f"query string is longer than {tasks.MAX_QUERY_BYTES} bytes"
-            ),
-        },
+        {"too long": tasks.QUERY_TOO_LONG},
         (),
     ),
     415: (
         "The body was not sent as `Content-Type: application/json`.",
-        {
-            "not JSON": Problem.of(
-                415, "send the body as JSON with Content-Type: application/json"
-            ),
-        },
+        {"not JSON": tasks.NOT_JSON_MEDIA},
         (),
     ),
     422: (
         "The Idempotency-Key was used before for a different request.",
-        {
-            "reused key": Problem.of(422, "this Idempotency-Key was used for a different request"),
-        },
+        {"reused key": idempotency.KEY_REUSED},
         (),
     ),
     500: (
         "A bug; `request_id` finds the traceback in the server's log.",
         {
-            "bug": Problem.of(500, "internal error", request_id="4bf92f3577b34da6a3ce929d0e0e4736"),
+            "bug": request_log.INTERNAL_ERROR.model_copy(
+                update={"request_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+            ),
         },
         (),
     ),
     503: (
         "The database, or Better Auth's JWKS for a new signing key, is unreachable, too slow "
         "or busy; retry after `Retry-After` seconds.",
-        {
-            "database": Problem.of(503, "the database is unavailable, try again shortly"),
-        },
+        {"database": errors.DATABASE_UNAVAILABLE},
         ("Retry-After",),
     ),
 }
@@ -360,7 +240,7 @@ def _problem(status: int) -> dict:
 
 def _components() -> dict:
     """`components`: the models' JSON Schemas, the shared headers, the bearer scheme."""
-    models = [
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (TaskCreate, "validation"),
         (TaskUpdate, "validation"),
         (TaskPublic, "serialization"),
@@ -436,11 +316,14 @@ class _Served:
     """One documented method of one route."""
 
     route: Route
-    method: str
     operation: Operation
 
     @property
-    def user_in_path(self) -> bool:  # family B
+    def method(self) -> str:
+        return self.operation.method
+
+    @property
+    def user_in_path(self) -> bool:  # the /api/{user_id} family
         return "user_id" in self.route.param_convertors
 
     @property
@@ -492,7 +375,7 @@ class _Served:
     def describe(self, served: list["_Served"]) -> dict:
         """The OpenAPI operation object."""
         operation = self.operation
-        result = {
+        result: dict[str, Any] = {
             "operationId": self.operation_id,
             "summary": operation.summary,
             "description": operation.description,
@@ -540,16 +423,28 @@ class _Served:
         return result
 
 
+def _endpoints(route: Route) -> list[tuple[str, Callable]]:
+    """(method, endpoint function) of each method `route` serves, but HEAD (GET's twin)."""
+    endpoint = route.endpoint
+    if inspect.isclass(endpoint):  # an HTTPEndpoint: a function per method
+        served = [method for method in _METHODS if hasattr(endpoint, method.lower())]
+        return [(method, getattr(endpoint, method.lower())) for method in served]
+    return [(method, endpoint) for method in sorted((route.methods or {"GET"}) - {"HEAD"})]
+
+
 def _served(routes: Iterable[BaseRoute]) -> list[_Served]:
     found = []
     for route in routes:
         if not isinstance(route, Route) or not route.include_in_schema:
             continue
-        for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
-            key = (inspect.unwrap(route.endpoint), method)
-            if key not in OPERATIONS:
-                raise UndocumentedRoute(f"{method} {route.path}: add its entry to OPERATIONS")
-            found.append(_Served(route, method, OPERATIONS[key]))
+        for method, endpoint in _endpoints(route):
+            operations = operations_of(endpoint)
+            if method not in operations:
+                raise UndocumentedRoute(
+                    f"{method} {route.path}: decorate its endpoint with an Operation "
+                    "(handlers/operations.py)"
+                )
+            found.append(_Served(route, operations[method]))
     return found
 
 

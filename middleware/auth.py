@@ -13,6 +13,11 @@ from schemas.problem import PROBLEM_JSON, Problem
 
 KEYS_RETRY_AFTER_SECONDS = 5
 
+SEVERAL_AUTHORIZATIONS = Problem.of(400, "send one Authorization header, not several")
+MISSING_TOKEN = Problem.of(401, "missing bearer token")
+INVALID_TOKEN = Problem.of(401, "invalid or expired token")
+KEYS_UNAVAILABLE = Problem.of(503, "token keys are unavailable, try again shortly")
+
 
 def bearer_token(headers: Headers) -> str | None:
     """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive,
@@ -23,8 +28,8 @@ def bearer_token(headers: Headers) -> str | None:
     return token.strip() or None
 
 
-def _problem(status: int, detail: str, headers: dict[str, str]) -> Response:
-    return Response(Problem.of(status, detail).body(), status, headers, PROBLEM_JSON)
+def _problem(problem: Problem, headers: dict[str, str]) -> Response:
+    return Response(problem.body(), problem.status, headers, PROBLEM_JSON)
 
 
 class AuthMiddleware:
@@ -49,30 +54,22 @@ class AuthMiddleware:
         headers = Headers(scope=scope)
         if len(headers.getlist("authorization")) > 1:
             # RFC 9110 section 5.3: one value only; a proxy in front may have used the other.
-            response = _problem(400, "send one Authorization header, not several", {})
+            response = _problem(SEVERAL_AUTHORIZATIONS, {})
             await response(scope, receive, send)
             return
         token = bearer_token(headers)
         if token is None:
-            response = _problem(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+            response = _problem(MISSING_TOKEN, {"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return
         try:
             caller = await self.verify(token)
         except InvalidToken:
-            response = _problem(
-                401,
-                "invalid or expired token",
-                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
+            response = _problem(INVALID_TOKEN, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
             await response(scope, receive, send)
             return
         except KeysUnavailable:
-            response = _problem(
-                503,
-                "token keys are unavailable, try again shortly",
-                {"Retry-After": str(KEYS_RETRY_AFTER_SECONDS)},
-            )
+            response = _problem(KEYS_UNAVAILABLE, {"Retry-After": str(KEYS_RETRY_AFTER_SECONDS)})
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["user"] = caller

@@ -83,6 +83,7 @@ class JWKSKeys:
             self._failing = True
             log.error("JWKS fetch from %s failed (cached keys still used): %r", self.url, error)
             return
-        self._keys = {key.key_id: key for key in keys}
+        # A key without a kid can never be chosen: a token must name its key (tokens.py).
+        self._keys = {key.key_id: key for key in keys if key.key_id is not None}
         self._fetched, self._failing = started, False
         log.info("fetched JWKS %s: %d keys", self.url, len(keys))

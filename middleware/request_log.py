@@ -6,13 +6,21 @@ inside CORSMiddleware, so the 500 it makes of an unhandled exception still carri
 headers a browser needs to let the frontend read it. The line carries method, path (never the
 query string or headers, so never a token), status, duration in milliseconds and the request
 id, which is also sent back in `X-Request-ID`. Log lines are escaped by `OneLineFormatter`.
+
+The request id reaches every log line of its request, not only that one: the middleware sets
+`REQUEST_ID` (a context variable, so it follows the request into the threads its store calls run
+in) and `RequestIdFilter` puts it into each record, where `LOG_FORMAT` writes it
+(docs/operations.md: Logging).
 """
 
 import logging
 import re
 import secrets
+import sys
 import textwrap
 import time
+from contextvars import ContextVar
+from typing import TextIO
 
 from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
@@ -22,6 +30,11 @@ from schemas.problem import PROBLEM_JSON, Problem
 
 log = logging.getLogger("todo.request")
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+INTERNAL_ERROR = Problem.of(500, "internal error")  # + the request id
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s request_id=%(request_id)s"
+
+# The id of the request being served; None outside a request (start-up, background tasks).
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def _request_id(scope: Scope) -> str:
@@ -58,10 +71,29 @@ class OneLineFormatter(logging.Formatter):
         return textwrap.indent(stack_info, "    ", lambda line: True)
 
 
+class RequestIdFilter(logging.Filter):
+    """Sets `record.request_id` on every record: the id of the request it was logged in, or
+    "-" outside a request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get() or "-"
+        return True
+
+
+def log_handler(stream: TextIO | None = None) -> logging.Handler:
+    """The app's log handler: one escaped line per record (OneLineFormatter) in LOG_FORMAT,
+    with the request id, written to `stream` (standard error by default)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(OneLineFormatter(LOG_FORMAT))
+    handler.addFilter(RequestIdFilter())
+    return handler
+
+
 class RequestLogMiddleware:
     """Gives each HTTP request an id (the client's `X-Request-ID` if it is 1-64 characters of
     `A-Za-z0-9._-`, else 32 random hex digits), sends it back in `X-Request-ID` and logs one
-    INFO line when the request ends (status 0: no response was started)."""
+    INFO line when the request ends (status 0: no response was started). The id is
+    `REQUEST_ID` while the request runs, so every line logged for it carries the id."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -72,6 +104,7 @@ class RequestLogMiddleware:
             return
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        current = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 0
 
@@ -86,14 +119,9 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
-            log.info(
-                "%s %s %d %.1fms request_id=%s",
-                scope["method"],
-                scope["path"],
-                status,
-                elapsed_ms,
-                request_id,
-            )
+            # The id ends the line as on every other (LOG_FORMAT).
+            log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed_ms)
+            REQUEST_ID.reset(current)
 
 
 class InternalErrorMiddleware:
@@ -118,8 +146,8 @@ class InternalErrorMiddleware:
             if scope["type"] != "http":
                 raise
             request_id = scope.get("state", {}).get("request_id")
-            log.exception("unhandled error, request_id=%s", request_id)
+            log.exception("unhandled error")
             if started:
                 raise
-            problem = Problem.of(500, "internal error", request_id=request_id)
+            problem = INTERNAL_ERROR.model_copy(update={"request_id": request_id})
             await Response(problem.body(), 500, media_type=PROBLEM_JSON)(scope, receive, send)

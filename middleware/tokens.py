@@ -6,11 +6,11 @@ accepts only its own pinned algorithms, so a header can never pick the key or do
 """
 
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass
 
 import jwt
+from cachetools import TLRUCache
 
 LEEWAY_SECONDS = 30
 USER_ID_CLAIMS = (
@@ -127,12 +127,13 @@ class JWKSVerifier:
     """Asymmetric tokens of Better Auth's `jwt` plugin, checked against its JWKS.
 
     The algorithm is the key's own (the JWK's `alg`, else implied by its type and curve), never
-    the token header's; `exp`, `iss` and `aud` are required and `iss`/`aud` must match.
+    the token header's; `exp`, `iss` and `aud` are required and `iss`/`aud` must match:
+    `issuer` and `audience` are one accepted value or several (PyJWT's `jwt.decode`).
     """
 
     algorithms = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 
-    def __init__(self, keys, issuer: str, audience: str) -> None:
+    def __init__(self, keys, issuer: str | Container[str], audience: str | Iterable[str]) -> None:
         self._keys = keys  # middleware.jwks.JWKSKeys: async key(kid) -> PyJWK
         self._issuer = issuer
         self._audience = audience
@@ -160,11 +161,17 @@ def make_verifier(secret: SecretVerifier | None, jwks: JWKSVerifier | None) -> V
     HS256 goes to the secret alone, the asymmetric algorithms to the JWKS alone, anything else
     (`none`, HS512, ...) is invalid (RFC 8725 section 3.1).
 
-    A token that verified is remembered (at most VERIFIED_MAX tokens) until its `exp` plus the
-    leeway, but never longer than VERIFIED_SECONDS, so a frontend's repeated bearer token costs
-    one check, not one per request. Rejected tokens are never remembered.
+    A token that verified is remembered (the VERIFIED_MAX most recently used tokens) until its
+    `exp` plus the leeway, but never longer than VERIFIED_SECONDS, so a frontend's repeated
+    bearer token costs one check, not one per request. Rejected tokens are never remembered.
     """
-    verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()  # event loop only
+
+    def remembered_until(token: str, entry: tuple[Caller, float], now: float) -> float:
+        return min(entry[1], now + VERIFIED_SECONDS)
+
+    # token -> (caller, exp + leeway). Not thread-safe, and needs not be: only the event loop
+    # uses it (verify is a coroutine).
+    verified = TLRUCache(VERIFIED_MAX, ttu=remembered_until, timer=time.time)
 
     async def claims(token: str) -> dict:
         try:
@@ -179,18 +186,12 @@ def make_verifier(secret: SecretVerifier | None, jwks: JWKSVerifier | None) -> V
         raise InvalidToken(f"algorithm {algorithm!r} is not accepted")
 
     async def verify(token: str) -> Caller:
-        now = time.time()
         remembered = verified.get(token)
-        if remembered is not None and now < remembered[1]:
-            verified.move_to_end(token)
+        if remembered is not None:
             return remembered[0]
         checked = await claims(token)
         caller = caller_from_claims(checked)
-        until = min(float(checked["exp"]) + LEEWAY_SECONDS, now + VERIFIED_SECONDS)
-        verified[token] = (caller, until)
-        verified.move_to_end(token)
-        if len(verified) > VERIFIED_MAX:
-            verified.popitem(last=False)
+        verified[token] = (caller, float(checked["exp"]) + LEEWAY_SECONDS)
         return caller
 
     return verify

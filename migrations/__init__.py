@@ -56,7 +56,10 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
 
 def head() -> str:
     """The revision this version of the app needs."""
-    return ScriptDirectory.from_config(config()).get_current_head()
+    revision = ScriptDirectory.from_config(config()).get_current_head()
+    if revision is None:  # only if migrations/versions/ lost its files
+        raise LookupError("migrations/versions/ holds no revision")
+    return revision
 
 
 def check(connection: Connection) -> None:

@@ -21,7 +21,10 @@ class Problem(BaseModel):
     Other extension members (RFC 9457 section 3.2) are allowed, e.g. `task` on 412.
     """
 
-    model_config = ConfigDict(extra="allow")
+    # (This docstring is the schema's description in the OpenAPI document.) Frozen, so that a
+    # named problem, a module constant, is shared by every response that answers it;
+    # `model_copy(update=...)` makes one with more members (a 412's task, a 500's request id).
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     type: str = "about:blank"
     title: str

@@ -4,12 +4,14 @@ import base64
 import json
 import time
 
+import anyio
 import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
+from middleware.tokens import VERIFIED_MAX, SecretVerifier, make_verifier
 from tests.helpers import (
     FRONTEND,
     FakeJWKS,
@@ -381,3 +383,24 @@ def test_remembered_token_still_expires(client):
     response = call(client, f"Bearer {token}")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == INVALID
+
+
+def test_verified_tokens_are_remembered_up_to_the_most_recent_few():
+    """A verified token is checked once: later calls get the same Caller back, until it is
+    one of more than VERIFIED_MAX tokens verified since it was last used."""
+    verify = make_verifier(SecretVerifier(SECRET), None)
+    tokens = [make_token({"sub": f"user-{n}"}) for n in range(VERIFIED_MAX + 1)]
+
+    async def run() -> None:
+        first = await verify(tokens[0])
+        assert await verify(tokens[0]) is first  # remembered, not checked again
+        second = await verify(tokens[1])
+        for token in tokens[2:VERIFIED_MAX]:
+            await verify(token)
+        assert await verify(tokens[0]) is first  # used again: the most recent now
+        await verify(tokens[VERIFIED_MAX])  # one more than fits: the least recent goes
+        assert await verify(tokens[0]) is first
+        again = await verify(tokens[1])
+        assert again == second and again is not second  # checked again
+
+    anyio.run(run)

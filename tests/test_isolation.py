@@ -74,6 +74,7 @@ def test_foreign_path_user_is_403_before_any_query(client, api, db):
     for call in ENDPOINTS.values():
         assert_problem(call(foreign, task["id"]), 403)
     assert_problem(foreign.get("abc"), 403)
+    assert_problem(foreign.request("TRACE", foreign.path()), 403)  # nothing about the path
     assert app_queries(db) == before  # the app sent the database nothing at all
     assert rows(db, "SELECT id FROM users WHERE id = :id", id=intruder.id) == []
     assert api.list().json() == [task]
@@ -140,3 +141,14 @@ def test_a_user_id_with_a_slash_has_only_the_token_routes(client):
 
 def user_id_of(user) -> str:
     return jwt.decode(user.token, options={"verify_signature": False})["sub"]
+
+
+def test_options_without_a_token_on_a_task_path_is_405(client, api):
+    """OPTIONS passes the token check (CORS preflights need none); one that is not a preflight
+    reaches the task path, where it is 405 with the path's methods, never a 500, in both
+    families, also on another user's path."""
+    task_path = {"GET", "HEAD", "PUT", "PATCH", "DELETE"}
+    for path in (api.path(1), f"/api/{new_user().id}/tasks/1"):
+        response = client.options(path)
+        assert_problem(response, 405)
+        assert set(response.headers["allow"].split(", ")) == task_path, path

@@ -7,6 +7,7 @@ rows (`Store(json_by_database=False)`), and Python's over SQLite, the embedded d
 import re
 import uuid
 from datetime import datetime, timezone
+from typing import get_type_hints
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 import migrations
 import store as store_module
 from middleware.tokens import Caller
-from schemas.tasks import ListQuery, TaskCreate
+from schemas.tasks import ListQuery, TaskCreate, TaskPublic, TaskRow
 from store import Store
 from tests.servers import PostgresDatabase, run_sql
 
@@ -186,3 +187,12 @@ def test_a_key_stored_by_an_earlier_version_replays_the_same_bytes(stores):
                 {"key": f"key-{task['id']}", "id": task["id"]},
             )
         assert one.claim_key(user, f"key-{task['id']}", "f")["response"] == task
+
+
+def test_task_rows_have_exactly_the_fields_of_task_public():
+    """The Python path renders rows through TaskRow: its members are TaskPublic's, in the same
+    order and of the same types, so both write the same JSON."""
+    hints = get_type_hints(TaskPublic)
+    assert list(get_type_hints(TaskRow).items()) == [
+        (name, hints[name]) for name in TaskPublic.model_fields
+    ]

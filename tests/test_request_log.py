@@ -2,15 +2,18 @@
 with a request id and no trace for the client (docs/api.md: Validation, Errors), and every request
 has its log line (docs/api.md: Operations)."""
 
+import io
 import logging
+import uuid
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware
-from tests.helpers import FRONTEND, make_app, server_env
+from middleware.request_log import InternalErrorMiddleware, RequestLogMiddleware, log_handler
+from tests.helpers import FRONTEND, in_process, make_app, server_env
+from tests.users import new_user
 
 
 async def broken_app(scope, receive, send):
@@ -87,3 +90,31 @@ def test_every_middleware_is_pure_asgi(configured_app):
     app = configured_app
     classes = [entry.cls for entry in app.user_middleware]
     assert classes and not any(issubclass(cls, BaseHTTPMiddleware) for cls in classes), classes
+
+
+def test_a_line_logged_inside_a_request_carries_its_request_id(tmp_path):
+    """The store's warning, logged in a worker thread while it serves a request, ends with that
+    request's id, as the request's own line does; a line outside any request says `-`."""
+    stream = io.StringIO()
+    handler = log_handler(stream)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    shared = f"{uuid.uuid4().hex}@example.com"
+    try:
+        with in_process(server_env(f"sqlite:///{tmp_path}/todo.db")) as client:
+            holder, intruder = new_user(email=shared), new_user(email=shared)
+            assert client.get("/api/tasks", headers=holder.headers).status_code == 200
+            headers = {**intruder.headers, "X-Request-ID": "intruder-1"}
+            assert client.get("/api/tasks", headers=headers).status_code == 200
+        logging.getLogger("todo.test").info("after the requests")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    lines = stream.getvalue().splitlines()
+    warnings = [line for line in lines if "held by another user" in line]
+    assert len(warnings) == 1 and warnings[0].endswith(" request_id=intruder-1"), lines
+    ours = [line for line in lines if line.endswith(" request_id=intruder-1")]
+    assert len(ours) == 2 and " todo.request GET /api/tasks 200 " in ours[1], ours
+    assert lines[-1].endswith(" todo.test after the requests request_id=-"), lines

@@ -128,11 +128,15 @@ def test_claims_cannot_forge_log_lines(server):
         sub=f"x\r\n{marker} INFO todo.request GET /api/tasks 200\x1b[2J\u2028", email=shared
     )
     assert httpx.get(f"{server.url}/api/tasks", headers=holder.headers).status_code == 200
-    assert httpx.get(f"{server.url}/api/tasks", headers=intruder.headers).status_code == 200
+    headers = {**intruder.headers, "X-Request-ID": marker}
+    assert httpx.get(f"{server.url}/api/tasks", headers=headers).status_code == 200
     time.sleep(0.2)
     lines = [line for line in server.logs().splitlines() if marker in line]
     assert lines and not any(line.startswith(marker) for line in lines), lines
     assert all(line.isprintable() for line in lines), lines
+    # The warning is logged in a worker thread, and carries the request's id all the same.
+    warning = [line for line in lines if "held by another user" in line]
+    assert len(warning) == 1 and warning[0].endswith(f" request_id={marker}"), lines
 
 
 @pytest.mark.parametrize(

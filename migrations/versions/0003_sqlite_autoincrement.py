@@ -32,7 +32,7 @@ def upgrade() -> None:
     bind = op.get_bind()
     created = bind.execute(
         text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tasks'")
-    ).scalar()
+    ).scalar_one()
     if "AUTOINCREMENT" in created.upper():
         return
     op.execute("""CREATE TABLE tasks_rebuilt (

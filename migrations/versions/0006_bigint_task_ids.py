@@ -58,7 +58,7 @@ WITH_ID = {
 
 
 def _sequence() -> str:
-    return op.get_bind().execute(text("SELECT pg_get_serial_sequence('tasks', 'id')")).scalar()
+    return op.get_bind().execute(text("SELECT pg_get_serial_sequence('tasks', 'id')")).scalar_one()
 
 
 def _id_type() -> str:
@@ -71,7 +71,7 @@ def _id_type() -> str:
                 " AND table_name = 'tasks' AND column_name = 'id'"
             )
         )
-        .scalar()
+        .scalar_one()
     )
 
 

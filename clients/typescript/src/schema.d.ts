@@ -705,7 +705,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task for you: another user's task, a missing one and an id that is not a positive 32-bit integer all look the same. */
+            /** @description No such task for you: another user's task, a missing one and an id that is not an integer from 1 to 2^53 - 1 all look the same. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -792,7 +792,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task for you: another user's task, a missing one and an id that is not a positive 32-bit integer all look the same. */
+            /** @description No such task for you: another user's task, a missing one and an id that is not an integer from 1 to 2^53 - 1 all look the same. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -911,7 +911,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task for you: another user's task, a missing one and an id that is not a positive 32-bit integer all look the same. */
+            /** @description No such task for you: another user's task, a missing one and an id that is not an integer from 1 to 2^53 - 1 all look the same. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1009,7 +1009,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task for you: another user's task, a missing one and an id that is not a positive 32-bit integer all look the same. */
+            /** @description No such task for you: another user's task, a missing one and an id that is not an integer from 1 to 2^53 - 1 all look the same. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1144,7 +1144,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task for you: another user's task, a missing one and an id that is not a positive 32-bit integer all look the same. */
+            /** @description No such task for you: another user's task, a missing one and an id that is not an integer from 1 to 2^53 - 1 all look the same. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1505,7 +1505,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task for you: another user's task, a missing one and an id that is not a positive 32-bit integer all look the same. */
+            /** @description No such task for you: another user's task, a missing one and an id that is not an integer from 1 to 2^53 - 1 all look the same. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1604,7 +1604,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task for you: another user's task, a missing one and an id that is not a positive 32-bit integer all look the same. */
+            /** @description No such task for you: another user's task, a missing one and an id that is not an integer from 1 to 2^53 - 1 all look the same. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1735,7 +1735,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task for you: another user's task, a missing one and an id that is not a positive 32-bit integer all look the same. */
+            /** @description No such task for you: another user's task, a missing one and an id that is not an integer from 1 to 2^53 - 1 all look the same. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1845,7 +1845,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task for you: another user's task, a missing one and an id that is not a positive 32-bit integer all look the same. */
+            /** @description No such task for you: another user's task, a missing one and an id that is not an integer from 1 to 2^53 - 1 all look the same. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
@@ -1992,7 +1992,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description No such task for you: another user's task, a missing one and an id that is not a positive 32-bit integer all look the same. */
+            /** @description No such task for you: another user's task, a missing one and an id that is not an integer from 1 to 2^53 - 1 all look the same. */
             404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
