@@ -234,6 +234,7 @@ def make_engine(
             connect_args={"check_same_thread": False, "timeout": pool_timeout},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "handle_error", _renew_sessions_of_a_moved_server)
         _queue_sqlite_writers(engine, pool_timeout)
         return engine
     engine = create_engine(
@@ -302,14 +303,21 @@ def _postgres_on_connect(statement_timeout_ms: int, dbapi_connection, _record) -
 # Appendix A): the server turned read-only (25006: a failover left the pool on a replica, or
 # default_transaction_read_only), or it is shutting down or not yet accepting work (57P01-03).
 RENEW_SESSIONS = {"25006", "57P01", "57P02", "57P03"}
+# SQLite's result code (the low byte of its extended codes) of a write on a connection opened
+# read-only: SQLite opens a file it may not write read-only and keeps the connection so.
+SQLITE_READONLY = 8
 
 
 def _renew_sessions_of_a_moved_server(context) -> None:
-    """SQLAlchemy `handle_error` hook: treat RENEW_SESSIONS like a lost connection, so that
-    SQLAlchemy invalidates the whole pool (each connection is reopened at its next checkout,
-    against the writable server a failover points the host at) and Store maps the error to
-    DatabaseUnavailable (503) instead of a 500."""
-    if getattr(context.original_exception, "pgcode", None) in RENEW_SESSIONS:
+    """SQLAlchemy `handle_error` hook: treat RENEW_SESSIONS, and SQLITE_READONLY, like a lost
+    connection, so that SQLAlchemy invalidates the whole pool (each connection is reopened at
+    its next checkout, against the writable server a failover points the host at, or the
+    SQLite file once writable again) and Store maps the error to DatabaseUnavailable (503)."""
+    error = context.original_exception
+    sqlite_code = getattr(error, "sqlite_errorcode", None)
+    if getattr(error, "pgcode", None) in RENEW_SESSIONS or (
+        sqlite_code is not None and sqlite_code & 0xFF == SQLITE_READONLY
+    ):
         context.is_disconnect = True
 
 
@@ -418,12 +426,15 @@ class Store:
             ).scalar_one()
 
     def ping(self) -> None:
-        """One trivial query; raises DatabaseUnavailable if the database does not answer or,
-        PostgreSQL, answers read-only (then every pooled session is renewed, as after a write
-        refused for that reason: a session keeps the read-only default it started with)."""
+        """One trivial query; raises DatabaseUnavailable if the database does not answer or
+        answers read-only (then every pooled session is renewed, as after a write refused for
+        that reason: a PostgreSQL session keeps the read-only default it started with, a
+        SQLite connection the read-only mode it was opened in)."""
         with self._connect() as connection:
             if self.engine.dialect.name != "postgresql":
-                connection.exec_driver_sql("SELECT 1")
+                # A write that changes nothing: a read, and even BEGIN IMMEDIATE (a read
+                # transaction there), succeed on a connection SQLite opened read-only.
+                connection.exec_driver_sql("DELETE FROM app_secrets WHERE 0")
                 return
             read_only = (
                 connection.exec_driver_sql(

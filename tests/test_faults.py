@@ -1,7 +1,9 @@
 """Database faults under a real uvicorn process: a backend killed in the middle of a
 request, every pooled connection busy, statements that run too long, PostgreSQL stopped and
-started under load, and SIGTERM with requests in flight. Each ends in 503 problem details or in
-success, never in a 500 or a hang, and the service comes back without a restart.
+started under load, SIGTERM with requests in flight, and conditions of the database (read-only,
+out of connections, serialization failures); in process: a SQLite file made read-only. Each
+ends in 503 problem details or in success, never in a 500 or a hang, and the service comes back
+without a restart.
 
 Killed idle connections and an unreachable database are in test_server.py."""
 
@@ -10,14 +12,23 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import psycopg2
 import pytest
 
 import migrations
-from store import POOL_OVERFLOW, POOL_SIZE
-from tests.helpers import FAULT_TIMEOUTS, Api, assert_one_clear_line, assert_problem, server_env
+from store import POOL_OVERFLOW, POOL_SIZE, Store
+from tests.filesystems import remount, set_immutable, tmpfs
+from tests.helpers import (
+    FAULT_TIMEOUTS,
+    Api,
+    assert_one_clear_line,
+    assert_problem,
+    in_process,
+    server_env,
+)
 from tests.pgcluster import PostgresCluster
 from tests.servers import AppServer
 from tests.users import new_user
@@ -302,10 +313,10 @@ def role_setting(cluster: PostgresCluster, sql: str, reset: str):
         cluster.admin(reset)
 
 
-def assert_recovers(server: AppServer, api: Api, task: dict) -> None:
-    """Without a restart, /ready turns 200 and then every write succeeds, whichever pooled
-    connection it gets."""
-    wait_until(lambda: httpx.get(f"{server.url}/ready").status_code == 200, what="/ready 200")
+def assert_recovers(api: Api, task: dict) -> None:
+    """Without a restart, /ready (of the app `api.client` calls) turns 200 and then every write
+    succeeds, whichever pooled connection it gets."""
+    wait_until(lambda: api.client.get("/ready").status_code == 200, what="/ready 200")
     for n in range(POOL + 2):
         assert api.update(task["id"], {"title": f"back {n}"}).status_code == 200
     assert api.create({"title": "new"}).status_code == 201
@@ -350,7 +361,7 @@ def test_read_only_database_is_503_and_not_ready_then_recovers(cluster, on_clust
         assert api.get(task["id"]).json() == task
         assert api.list().status_code == 200
     terminate_role_connections(cluster)  # the replica's sessions end with the failover
-    assert_recovers(server, api, task)
+    assert_recovers(api, task)
 
 
 def test_read_only_sessions_left_in_the_pool_recover_without_a_restart(cluster, on_cluster):
@@ -363,7 +374,7 @@ def test_read_only_sessions_left_in_the_pool_recover_without_a_restart(cluster, 
         "ALTER ROLE todo RESET default_transaction_read_only",
     ):
         assert_unavailable(api.toggle(task["id"]))
-    assert_recovers(server, api, task)
+    assert_recovers(api, task)
 
 
 def test_connection_limit_is_503_then_recovers(cluster, on_cluster):
@@ -375,7 +386,7 @@ def test_connection_limit_is_503_then_recovers(cluster, on_cluster):
     ):
         for response in (api.list(), api.toggle(task["id"]), httpx.get(f"{server.url}/ready")):
             assert_unavailable(response)
-    assert_recovers(server, api, task)
+    assert_recovers(api, task)
 
 
 def test_serialization_failures_are_503_never_500(cluster, on_cluster):
@@ -396,7 +407,7 @@ def test_serialization_failures_are_503_never_500(cluster, on_cluster):
         toggled = sum(r.status_code == 200 for r in responses)
         assert api.get(task["id"]).json()["completed"] is (toggled % 2 == 1)
     terminate_role_connections(cluster)
-    assert_recovers(server, api, task)
+    assert_recovers(api, task)
 
 
 def test_role_with_a_1_ms_statement_timeout(cluster):
@@ -431,3 +442,60 @@ def test_role_with_a_1_ms_statement_timeout(cluster):
             assert "Traceback" not in server.logs()
         finally:
             server.stop()
+
+
+@contextmanager
+def made_read_only(way: str, mount: Path, database: Path):
+    """The SQLite `database` on the tmpfs at `mount` made read-only for everyone, root too,
+    while the block runs: the file or its directory immutable, or the file system remounted
+    read-only. Linux refuses the remount while a file on it is open for writing."""
+    target = {"file": database, "directory": database.parent}.get(way)
+    if target is None:
+        remount(mount, read_only=True)
+    else:
+        set_immutable(target, True)
+    try:
+        yield
+    finally:
+        if target is None:
+            remount(mount, read_only=False)
+        else:
+            set_immutable(target, False)
+
+
+@pytest.mark.parametrize("way", ["file", "directory", "file system"])
+def test_read_only_sqlite_is_503_and_not_ready_then_recovers(way):
+    """The SQLite file made read-only (its permissions or its directory's changed, the volume
+    remounted read-only by a failing disk or mounted read-only): /ready and every write are 503
+    with Retry-After, never a 500 and never /ready 200; once writable again, full service
+    returns without a restart, though the connections opened meanwhile were opened read-only
+    (SQLite keeps a connection so)."""
+    with tmpfs(8192) as mount:
+        database = mount / "data" / "todo.db"
+        database.parent.mkdir()
+        url = f"sqlite:///{database}"
+        store = Store(url, **FAULT_TIMEOUTS)
+        try:
+            with in_process(server_env(url), store) as client:
+                api = Api(client, new_user(), "A")
+                task = api.new_task()
+                store.dispose()  # the connections of before would keep writing
+                with made_read_only(way, mount, database):
+                    for response in (
+                        client.get("/ready"),
+                        api.create({"title": "t"}),
+                        api.update(task["id"], {"title": "u"}),
+                        api.update(task["id"], {"title": "u"}, method="PATCH"),
+                        api.toggle(task["id"]),
+                        api.delete(task["id"]),
+                        Api(client, new_user(), "A").list(),
+                        api.create({"title": "t"}, headers={"Idempotency-Key": "read-only"}),
+                        client.get("/ready"),
+                    ):
+                        assert_unavailable(response)
+                    read = api.get(task["id"])  # reads may still work, or be 503 too
+                    if read.status_code != 200:
+                        assert_unavailable(read)
+                assert_recovers(api, task)
+        finally:
+            store.dispose()  # nothing open: the tmpfs unmounts
