@@ -20,7 +20,7 @@ import pytest
 
 import migrations
 from store import POOL_OVERFLOW, POOL_SIZE, Store
-from tests.filesystems import remount, set_immutable, tmpfs
+from tests.filesystems import fill, remount, set_immutable, tmpfs
 from tests.helpers import (
     FAULT_TIMEOUTS,
     Api,
@@ -29,7 +29,7 @@ from tests.helpers import (
     in_process,
     server_env,
 )
-from tests.pgcluster import PostgresCluster
+from tests.pgcluster import PostgresCluster, unprivileged
 from tests.servers import AppServer
 from tests.users import new_user
 
@@ -407,6 +407,92 @@ def test_serialization_failures_are_503_never_500(cluster, on_cluster):
         toggled = sum(r.status_code == 200 for r in responses)
         assert api.get(task["id"]).json()["completed"] is (toggled % 2 == 1)
     terminate_role_connections(cluster)
+    assert_recovers(api, task)
+
+
+@contextmanager
+def tasks_in_tablespace(cluster: PostgresCluster, directory: Path):
+    """The tasks table and its indexes moved to a new tablespace in `directory` while the block
+    runs; then moved back and the tablespace dropped."""
+
+    def move_to(tablespace: str) -> None:
+        cluster.admin(
+            f"""DO $$ DECLARE i regclass; BEGIN
+                ALTER TABLE tasks SET TABLESPACE {tablespace};
+                FOR i IN SELECT indexrelid FROM pg_index WHERE indrelid = 'tasks'::regclass LOOP
+                    EXECUTE format('ALTER INDEX %s SET TABLESPACE {tablespace}', i);
+                END LOOP; END $$""",
+            dbname=cluster.DATABASE,
+        )
+
+    cluster.admin(f"CREATE TABLESPACE small_disk LOCATION '{directory}'")
+    try:
+        move_to("small_disk")
+        yield
+    finally:
+        move_to("pg_default")
+        cluster.admin("DROP TABLESPACE small_disk")
+
+
+def test_disk_full_is_503_then_recovers(cluster, on_cluster):
+    """The disk of the tasks table fills up (PostgreSQL cannot extend its files: SQLSTATE
+    53100): a create that needs a new page is 503 with Retry-After, never a 500, and stores
+    nothing; reads and /ready still answer 200 (the database answers and is not read-only);
+    once space is freed, every write succeeds again without a restart."""
+    server, api, task = on_cluster
+    with tmpfs(64 * 1024, unprivileged()) as mount, tasks_in_tablespace(cluster, mount):
+        filler = fill(mount)
+        try:
+            before = len(all_tasks(api))
+            for n in range(2000):  # a page holds a few dozen tasks
+                response = api.create({"title": f"while the disk is full {n}"})
+                if response.status_code != 201:
+                    break
+            assert_unavailable(response)
+            assert "DiskFull" in server.logs()  # psycopg2's class for SQLSTATE 53100
+            assert len(all_tasks(api)) == before + n  # the refused create stored nothing
+            assert api.get(task["id"]).json() == task
+            assert api.client.get("/ready").status_code == 200
+        finally:
+            filler.unlink()
+        assert_recovers(api, task)
+
+
+def test_deadlock_is_503_never_500(cluster, on_cluster):
+    """A request deadlocked with another client's transaction (SQLSTATE 40P01): the holder
+    locks the user's row, the request's INSERT waits for it (its foreign key check) while
+    holding its lock on the tasks table, which the holder then asks for. PostgreSQL cancels the
+    request's statement, picked by a shorter deadlock_timeout: 503 with Retry-After, nothing
+    stored, the holder goes on, and full service follows."""
+    server, api, task = on_cluster
+    with role_setting(
+        cluster,
+        "ALTER ROLE todo SET deadlock_timeout = '3s'",
+        "ALTER ROLE todo RESET deadlock_timeout",
+    ):
+        holder = psycopg2.connect(
+            host=str(cluster.dir), port=cluster.port, user="postgres", dbname=cluster.DATABASE
+        )
+        try:
+            with holder.cursor() as cursor, ThreadPoolExecutor(1) as pool:
+                cursor.execute("SET deadlock_timeout = '60s'")  # the request's check comes first
+                cursor.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (api.user.id,))
+                pending = pool.submit(api.create, {"title": "deadlocked"})
+                wait_until(
+                    lambda: cluster.admin(
+                        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'todo-api'"
+                        " AND wait_event_type = 'Lock'"
+                    ),
+                    what="the request waiting for the user's row",
+                )
+                cursor.execute("LOCK TABLE tasks IN SHARE MODE")  # granted once the request ends
+                response = pending.result(timeout=20)
+            holder.rollback()
+        finally:
+            holder.close()
+    assert_unavailable(response)
+    assert "DeadlockDetected" in server.logs()  # psycopg2's class for SQLSTATE 40P01
+    assert [t["id"] for t in all_tasks(api)] == [task["id"]]
     assert_recovers(api, task)
 
 
