@@ -433,7 +433,8 @@ class Store:
         with self._connect() as connection:
             if self.engine.dialect.name != "postgresql":
                 # A write that changes nothing: a read, and even BEGIN IMMEDIATE (a read
-                # transaction there), succeed on a connection SQLite opened read-only.
+                # transaction there), succeed on a connection SQLite opened read-only. It waits
+                # its turn among the writers, as any write does.
                 connection.exec_driver_sql("DELETE FROM app_secrets WHERE 0")
                 return
             read_only = (
