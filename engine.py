@@ -29,6 +29,9 @@ STATEMENT_TIMEOUT_MS = 10_000  # server-side limit per statement
 # Appendix A): the server turned read-only (25006: a failover left the pool on a replica, or
 # default_transaction_read_only), or it is shutting down or not yet accepting work (57P01-03).
 RENEW_SESSIONS = {"25006", "57P01", "57P02", "57P03"}
+# SQLite's result code (the low byte of its extended codes) of a write on a connection opened
+# read-only: SQLite opens a file it may not write read-only and keeps the connection so.
+SQLITE_READONLY = 8
 
 
 class DatabaseUnavailable(Exception):
@@ -69,6 +72,7 @@ def make_engine(
             connect_args={"check_same_thread": False, "timeout": pool_timeout},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "handle_error", _renew_sessions_of_a_moved_server)
         _queue_sqlite_writers(engine, pool_timeout)
         return engine
     engine = create_engine(
@@ -134,16 +138,20 @@ def _postgres_on_connect(statement_timeout_ms: int, dbapi_connection, _record) -
 
 
 def _renew_sessions_of_a_moved_server(context) -> None:
-    """SQLAlchemy `handle_error` hook: treat RENEW_SESSIONS like a lost connection, so that
-    SQLAlchemy invalidates the whole pool (each connection is reopened at its next checkout,
-    against the writable server a failover points the host at) and `connect` maps the error
-    to DatabaseUnavailable (503) instead of a 500."""
+    """SQLAlchemy `handle_error` hook: treat RENEW_SESSIONS, and SQLITE_READONLY, like a lost
+    connection, so that SQLAlchemy invalidates the whole pool (each connection is reopened at
+    its next checkout, against the writable server a failover points the host at, or the
+    SQLite file once writable again) and `connect` maps the error to DatabaseUnavailable (503)
+    instead of a 500."""
     if _renews_sessions(context.original_exception):
         context.is_disconnect = True
 
 
 def _renews_sessions(error: BaseException) -> bool:
-    return getattr(error, "pgcode", None) in RENEW_SESSIONS
+    sqlite_code = getattr(error, "sqlite_errorcode", None)
+    return getattr(error, "pgcode", None) in RENEW_SESSIONS or (
+        sqlite_code is not None and sqlite_code & 0xFF == SQLITE_READONLY
+    )
 
 
 def _drop_dead_connection(dbapi_connection, _record, _proxy) -> None:

@@ -149,12 +149,16 @@ class Store:
             return connection.execute(stored).scalar_one()
 
     def ping(self) -> None:
-        """One trivial query; raises DatabaseUnavailable if the database does not answer or,
-        PostgreSQL, answers read-only (then every pooled session is renewed, as after a write
-        refused for that reason: a session keeps the read-only default it started with)."""
+        """One trivial query; raises DatabaseUnavailable if the database does not answer or
+        answers read-only (then every pooled session is renewed, as after a write refused for
+        that reason: a PostgreSQL session keeps the read-only default it started with, a
+        SQLite connection the read-only mode it was opened in)."""
         with connect(self.engine) as connection:
             if not self._postgres:
-                connection.exec_driver_sql("SELECT 1")
+                # A write that changes nothing: a read, and even BEGIN IMMEDIATE (a read
+                # transaction there), succeed on a connection SQLite opened read-only. It waits
+                # its turn among the writers, as any write does.
+                connection.exec_driver_sql("DELETE FROM app_secrets WHERE 0")
                 return
             setting = "SELECT current_setting('transaction_read_only')"
             read_only = connection.exec_driver_sql(setting).scalar() == "on"

@@ -224,13 +224,14 @@ class PostgresCluster(_Process):
         if done.returncode:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
 
-    def admin(self, sql: str, *params) -> list[tuple]:
-        """Run `sql` as superuser over the trusted Unix socket; the rows it returns."""
+    def admin(self, sql: str, *params, dbname: str = "postgres") -> list[tuple]:
+        """Run `sql` as superuser over the trusted Unix socket, in database `dbname`; the rows
+        it returns."""
         connection = psycopg2.connect(
             host=str(self.dir),
             port=self.port,
             user="postgres",
-            dbname="postgres",
+            dbname=dbname,
             connect_timeout=5,
         )
         connection.autocommit = True

@@ -1,7 +1,9 @@
 """Database faults under a real uvicorn process: a backend killed in the middle of a
 request, every pooled connection busy, statements that run too long, PostgreSQL stopped and
-started under load, and SIGTERM with requests in flight. Each ends in 503 problem details or in
-success, never in a 500 or a hang, and the service comes back without a restart.
+started under load, SIGTERM with requests in flight, and conditions of the database (read-only,
+out of connections, serialization failures); in process: a SQLite file made read-only. Each
+ends in 503 problem details or in success, never in a 500 or a hang, and the service comes back
+without a restart.
 
 Killed idle connections and an unreachable database are in test_server.py."""
 
@@ -10,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import psycopg2
@@ -17,8 +20,17 @@ import pytest
 
 import migrations
 from engine import POOL_OVERFLOW, POOL_SIZE
-from tests.helpers import FAULT_TIMEOUTS, Api, assert_one_clear_line, assert_problem, server_env
-from tests.pgcluster import PostgresCluster
+from store import Store
+from tests.filesystems import fill, remount, set_immutable, tmpfs
+from tests.helpers import (
+    FAULT_TIMEOUTS,
+    Api,
+    assert_one_clear_line,
+    assert_problem,
+    in_process,
+    server_env,
+)
+from tests.pgcluster import PostgresCluster, unprivileged
 from tests.servers import AppServer
 from tests.users import new_user
 
@@ -302,10 +314,10 @@ def role_setting(cluster: PostgresCluster, sql: str, reset: str):
         cluster.admin(reset)
 
 
-def assert_recovers(server: AppServer, api: Api, task: dict) -> None:
-    """Without a restart, /ready turns 200 and then every write succeeds, whichever pooled
-    connection it gets."""
-    wait_until(lambda: httpx.get(f"{server.url}/ready").status_code == 200, what="/ready 200")
+def assert_recovers(api: Api, task: dict) -> None:
+    """Without a restart, /ready (of the app `api.client` calls) turns 200 and then every write
+    succeeds, whichever pooled connection it gets."""
+    wait_until(lambda: api.client.get("/ready").status_code == 200, what="/ready 200")
     for n in range(POOL + 2):
         assert api.update(task["id"], {"title": f"back {n}"}).status_code == 200
     assert api.create({"title": "new"}).status_code == 201
@@ -350,7 +362,7 @@ def test_read_only_database_is_503_and_not_ready_then_recovers(cluster, on_clust
         assert api.get(task["id"]).json() == task
         assert api.list().status_code == 200
     terminate_role_connections(cluster)  # the replica's sessions end with the failover
-    assert_recovers(server, api, task)
+    assert_recovers(api, task)
 
 
 def test_read_only_sessions_left_in_the_pool_recover_without_a_restart(cluster, on_cluster):
@@ -363,7 +375,7 @@ def test_read_only_sessions_left_in_the_pool_recover_without_a_restart(cluster, 
         "ALTER ROLE todo RESET default_transaction_read_only",
     ):
         assert_unavailable(api.toggle(task["id"]))
-    assert_recovers(server, api, task)
+    assert_recovers(api, task)
 
 
 def test_connection_limit_is_503_then_recovers(cluster, on_cluster):
@@ -375,7 +387,7 @@ def test_connection_limit_is_503_then_recovers(cluster, on_cluster):
     ):
         for response in (api.list(), api.toggle(task["id"]), httpx.get(f"{server.url}/ready")):
             assert_unavailable(response)
-    assert_recovers(server, api, task)
+    assert_recovers(api, task)
 
 
 def test_serialization_failures_are_503_never_500(cluster, on_cluster):
@@ -396,7 +408,93 @@ def test_serialization_failures_are_503_never_500(cluster, on_cluster):
         toggled = sum(r.status_code == 200 for r in responses)
         assert api.get(task["id"]).json()["completed"] is (toggled % 2 == 1)
     terminate_role_connections(cluster)
-    assert_recovers(server, api, task)
+    assert_recovers(api, task)
+
+
+@contextmanager
+def tasks_in_tablespace(cluster: PostgresCluster, directory: Path):
+    """The tasks table and its indexes moved to a new tablespace in `directory` while the block
+    runs; then moved back and the tablespace dropped."""
+
+    def move_to(tablespace: str) -> None:
+        cluster.admin(
+            f"""DO $$ DECLARE i regclass; BEGIN
+                ALTER TABLE tasks SET TABLESPACE {tablespace};
+                FOR i IN SELECT indexrelid FROM pg_index WHERE indrelid = 'tasks'::regclass LOOP
+                    EXECUTE format('ALTER INDEX %s SET TABLESPACE {tablespace}', i);
+                END LOOP; END $$""",
+            dbname=cluster.DATABASE,
+        )
+
+    cluster.admin(f"CREATE TABLESPACE small_disk LOCATION '{directory}'")
+    try:
+        move_to("small_disk")
+        yield
+    finally:
+        move_to("pg_default")
+        cluster.admin("DROP TABLESPACE small_disk")
+
+
+def test_disk_full_is_503_then_recovers(cluster, on_cluster):
+    """The disk of the tasks table fills up (PostgreSQL cannot extend its files: SQLSTATE
+    53100): a create that needs a new page is 503 with Retry-After, never a 500, and stores
+    nothing; reads and /ready still answer 200 (the database answers and is not read-only);
+    once space is freed, every write succeeds again without a restart."""
+    server, api, task = on_cluster
+    with tmpfs(64 * 1024, unprivileged()) as mount, tasks_in_tablespace(cluster, mount):
+        filler = fill(mount)
+        try:
+            before = len(all_tasks(api))
+            for n in range(2000):  # a page holds a few dozen tasks
+                response = api.create({"title": f"while the disk is full {n}"})
+                if response.status_code != 201:
+                    break
+            assert_unavailable(response)
+            assert "DiskFull" in server.logs()  # psycopg2's class for SQLSTATE 53100
+            assert len(all_tasks(api)) == before + n  # the refused create stored nothing
+            assert api.get(task["id"]).json() == task
+            assert api.client.get("/ready").status_code == 200
+        finally:
+            filler.unlink()
+        assert_recovers(api, task)
+
+
+def test_deadlock_is_503_never_500(cluster, on_cluster):
+    """A request deadlocked with another client's transaction (SQLSTATE 40P01): the holder
+    locks the user's row, the request's INSERT waits for it (its foreign key check) while
+    holding its lock on the tasks table, which the holder then asks for. PostgreSQL cancels the
+    request's statement, picked by a shorter deadlock_timeout: 503 with Retry-After, nothing
+    stored, the holder goes on, and full service follows."""
+    server, api, task = on_cluster
+    with role_setting(
+        cluster,
+        "ALTER ROLE todo SET deadlock_timeout = '3s'",
+        "ALTER ROLE todo RESET deadlock_timeout",
+    ):
+        holder = psycopg2.connect(
+            host=str(cluster.dir), port=cluster.port, user="postgres", dbname=cluster.DATABASE
+        )
+        try:
+            with holder.cursor() as cursor, ThreadPoolExecutor(1) as pool:
+                cursor.execute("SET deadlock_timeout = '60s'")  # the request's check comes first
+                cursor.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (api.user.id,))
+                pending = pool.submit(api.create, {"title": "deadlocked"})
+                wait_until(
+                    lambda: cluster.admin(
+                        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'todo-api'"
+                        " AND wait_event_type = 'Lock'"
+                    ),
+                    what="the request waiting for the user's row",
+                )
+                cursor.execute("LOCK TABLE tasks IN SHARE MODE")  # granted once the request ends
+                response = pending.result(timeout=20)
+            holder.rollback()
+        finally:
+            holder.close()
+    assert_unavailable(response)
+    assert "DeadlockDetected" in server.logs()  # psycopg2's class for SQLSTATE 40P01
+    assert [t["id"] for t in all_tasks(api)] == [task["id"]]
+    assert_recovers(api, task)
 
 
 def test_role_with_a_1_ms_statement_timeout(cluster):
@@ -431,3 +529,60 @@ def test_role_with_a_1_ms_statement_timeout(cluster):
             assert "Traceback" not in server.logs()
         finally:
             server.stop()
+
+
+@contextmanager
+def made_read_only(way: str, mount: Path, database: Path):
+    """The SQLite `database` on the tmpfs at `mount` made read-only for everyone, root too,
+    while the block runs: the file or its directory immutable, or the file system remounted
+    read-only. Linux refuses the remount while a file on it is open for writing."""
+    target = {"file": database, "directory": database.parent}.get(way)
+    if target is None:
+        remount(mount, read_only=True)
+    else:
+        set_immutable(target, True)
+    try:
+        yield
+    finally:
+        if target is None:
+            remount(mount, read_only=False)
+        else:
+            set_immutable(target, False)
+
+
+@pytest.mark.parametrize("way", ["file", "directory", "file system"])
+def test_read_only_sqlite_is_503_and_not_ready_then_recovers(way):
+    """The SQLite file made read-only (its permissions or its directory's changed, the volume
+    remounted read-only by a failing disk or mounted read-only): /ready and every write are 503
+    with Retry-After, never a 500 and never /ready 200; once writable again, full service
+    returns without a restart, though the connections opened meanwhile were opened read-only
+    (SQLite keeps a connection so)."""
+    with tmpfs(8192) as mount:
+        database = mount / "data" / "todo.db"
+        database.parent.mkdir()
+        url = f"sqlite:///{database}"
+        store = Store(url, **FAULT_TIMEOUTS)
+        try:
+            with in_process(server_env(url), store) as client:
+                api = Api(client, new_user(), "A")
+                task = api.new_task()
+                store.dispose()  # the connections of before would keep writing
+                with made_read_only(way, mount, database):
+                    for response in (
+                        client.get("/ready"),
+                        api.create({"title": "t"}),
+                        api.update(task["id"], {"title": "u"}),
+                        api.update(task["id"], {"title": "u"}, method="PATCH"),
+                        api.toggle(task["id"]),
+                        api.delete(task["id"]),
+                        Api(client, new_user(), "A").list(),
+                        api.create({"title": "t"}, headers={"Idempotency-Key": "read-only"}),
+                        client.get("/ready"),
+                    ):
+                        assert_unavailable(response)
+                    read = api.get(task["id"])  # reads may still work, or be 503 too
+                    if read.status_code != 200:
+                        assert_unavailable(read)
+                assert_recovers(api, task)
+        finally:
+            store.dispose()  # nothing open: the tmpfs unmounts

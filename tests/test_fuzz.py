@@ -14,12 +14,15 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from tests.helpers import Api, assert_problem, instant, signed_payload
 from tests.users import new_user
 
+# No time limits (a loaded CI machine is slow, not wrong): no deadline per example, and no
+# too_slow health check on generating them. No example database: every run draws afresh (from
+# --hypothesis-seed if given) and prints what reproduces a failure.
 FUZZ = settings(
     max_examples=80,
     deadline=None,
     database=None,
     print_blob=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 # Any character, lone surrogates and NUL included (json.dumps escapes them as \ud800, \u0000).
