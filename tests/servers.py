@@ -107,7 +107,7 @@ class AppServer:
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
 
-    def wait_ready(self, timeout: float = 20) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=1) as http:
             while time.monotonic() < deadline:
