@@ -83,8 +83,10 @@ check: $(BIN)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Ends with the coverage report (settings: pyproject.toml); --cov goes last, as its optional
+# value would take a path from PYTEST_ARGS.
 test: check node-packages
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) --cov
 
 # Benchmark against a local PostgreSQL (BENCH_DATABASE_URL; BENCH_QUICK=1 for a one-minute run);
 # prints the table and rewrites docs/performance.md. Not part of `make test` or CI.
@@ -103,4 +105,5 @@ smoke:
 
 clean:
 	rm -rf $(VENV) .pytest_cache $(HARNESS)/node_modules $(CLIENT)/node_modules \
-		$(EXAMPLE)/node_modules $(EXAMPLE)/.next todo.db todo.db-wal todo.db-shm
+		$(EXAMPLE)/node_modules $(EXAMPLE)/.next todo.db todo.db-wal todo.db-shm \
+		.coverage .coverage.*

@@ -226,6 +226,27 @@ def test_user_is_created_from_claims_and_refreshed(client, db):
     assert again[0]["created_at"] == stored[0]["created_at"]
 
 
+def test_claims_of_255_characters_are_stored_longer_ones_are_not(client, db):
+    """A name or email of at most 255 characters (middleware/tokens.py: MAX_CLAIM_LENGTH) is
+    stored as sent; a longer one is stored as NULL, not cut."""
+    for length, stored in ((255, "n" * 255), (256, None)):
+        user_id = f"long-claims-{length}-{time.time_ns()}"
+        token = make_token({"sub": user_id, "name": "n" * length, "email": "e" * length})
+        assert call(client, f"Bearer {token}").status_code == 200
+        found = rows(db, "SELECT email, name FROM users WHERE id = :id", id=user_id)
+        assert found == [{"email": stored and "e" * length, "name": stored}]
+
+
+def test_numeric_dates_end_with_the_last_second_of_9999(client):
+    """exp may be 9999-12-31T23:59:59Z (253402300799, the last second a datetime holds); one
+    second later is not a NumericDate the API reads (401)."""
+    last = 253_402_300_799
+    user_id = f"far-future-{time.time_ns()}"
+    assert call(client, f"Bearer {make_token({'sub': user_id, 'exp': last})}").status_code == 200
+    later = make_token({"sub": user_id, "exp": last + 1})
+    assert_problem(call(client, f"Bearer {later}"), 401)
+
+
 def test_token_without_email_creates_user_with_null_email(client, db):
     user_id = f"no-email-{time.time_ns()}"
     token = make_token({"sub": user_id})

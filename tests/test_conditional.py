@@ -100,6 +100,23 @@ def test_if_match_forms(api):
     )
 
 
+def test_if_match_compares_whole_quoted_tags_of_a_list(api):
+    """A tag matches only whole and quoted (RFC 9110 section 8.8.3): more characters inside the
+    quotes, or a quote missing, is no match (412). A list matches by any of its members,
+    wherever it stands, with or without spaces after the commas (section 13.1.1)."""
+    created = api.create({"title": "t"})
+    etag, task_id = created.headers["etag"], created.json()["id"]
+    bare = etag.strip('"')
+    for header in (f'"X{bare}X"', f'"{bare}', f'{bare}"'):
+        response = api.update(task_id, {"title": "x"}, headers={"If-Match": header})
+        assert response.status_code == 412, header
+    for form in ('{}, "0-0"', '{},"0-0"', '"0-0",{}'):
+        header = form.format(etag)
+        response = api.update(task_id, {"title": header}, headers={"If-Match": header})
+        assert response.status_code == 200, header
+        etag = response.headers["etag"]
+
+
 def test_if_match_delete(api):
     created = api.create({"title": "t"})
     response = api.request(

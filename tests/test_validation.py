@@ -252,6 +252,18 @@ def test_odd_ids_are_404_everywhere(api, task_id):
     assert api.list().json() == [task]
 
 
+def test_ids_end_at_the_largest_safe_integer_and_odd_ids_are_plain_404(api):
+    """2**53 - 1 is an id: an update's body is validated first (400); 0 and 2**53 are not, so
+    they are 404 whatever the body. Each 404 is the one for a missing task: it tells nothing
+    about which ids exist or how they are checked."""
+    largest = 2**53 - 1
+    assert_problem(api.update(largest, {"title": ""}), 400, "title")
+    missing = assert_problem(api.get(largest), 404)
+    for task_id in ("0", str(largest + 1)):
+        assert assert_problem(api.update(task_id, {"title": ""}), 404) == missing
+        assert assert_problem(api.get(task_id), 404) == missing
+
+
 def test_nothing_stored_for_rejected_requests(api, db):
     for body in ({"title": ""}, {"title": "x" * 201}, {"title": "ok", "completed": "yes"}):
         api.create(body)
