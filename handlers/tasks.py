@@ -25,6 +25,7 @@ MAX_BODY_BYTES = 64 * 1024  # docs/api.md: Validation, bodies over 64 KiB are 41
 BODY_TIMEOUT_SECONDS = 10  # a declared body must arrive within this (408), however slowly sent
 MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
 MAX_TASK_ID = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: ids a browser reads exactly
+DEFAULT_QUERY = ListQuery.model_validate({})  # an empty query string (ListQuery is frozen)
 
 
 def _json(content: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -150,10 +151,16 @@ async def list_tasks(request: Request) -> Response:
     """GET .../tasks?status=&sort=&order=&limit=&cursor= -> 200, JSON array of tasks, with
     `Link: <...>; rel="next"` when more follow (RFC 8288) and an ETag of the page (304 for a
     matching If-None-Match)."""
-    if len(request.scope["query_string"]) > MAX_QUERY_BYTES:
+    query_string = request.scope["query_string"]
+    if len(query_string) > MAX_QUERY_BYTES:
         raise ProblemError(414, f"query string is longer than {MAX_QUERY_BYTES} bytes")
     try:
-        query = ListQuery.model_validate(dict(request.query_params))
+        # The common request, a first page with no options, skips parsing and validation.
+        query = (
+            DEFAULT_QUERY
+            if not query_string
+            else ListQuery.model_validate(dict(request.query_params))
+        )
     except ValidationError as error:
         raise invalid_input(error, "query string") from None
     cursors: Cursors = request.app.state.cursors
