@@ -5,6 +5,7 @@ Configuration); see `.env.example`.
 """
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -261,8 +262,21 @@ def _configure_logging() -> None:
     logging._srcfile = None
 
 
+def _freeze_startup_objects() -> None:
+    """Move every object alive after start-up (modules, models, compiled statements: ~120,000)
+    out of the cyclic garbage collector's reach (`gc.freeze`, Python's gc documentation).
+    Under load, the objects of requests in flight survive young collections, so full
+    collections came every second or two and each scanned the whole heap: measured at
+    ~0.1 ms of CPU per request of a 20-task list at 64 connections, a fifth of all it cost
+    (docs/performance.md). Garbage left by start-up is collected first; objects created later
+    are collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 try:
     _configure_logging()
     app = create_app()
+    _freeze_startup_objects()
 except ConfigError as error:
     sys.exit(f"todo-api: {error}")

@@ -81,6 +81,11 @@ def make_engine(
         pool_size=POOL_SIZE,
         max_overflow=POOL_OVERFLOW,
         pool_timeout=pool_timeout,
+        # No rollback when a connection goes back to the pool: in autocommit mode psycopg2's
+        # rollback() sends nothing (it is a no-op even after an explicit BEGIN), so the reset
+        # only cost CPU (~2 us per request). Every statement here is its own transaction, which
+        # is also what a transaction-mode pooler such as PgBouncer needs.
+        pool_reset_on_return=None,
         connect_args={
             "connect_timeout": connect_timeout,
             "application_name": "todo-api",

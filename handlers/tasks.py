@@ -31,6 +31,7 @@ MAX_BODY_BYTES = 64 * 1024  # docs/api.md: Validation, bodies over 64 KiB are 41
 BODY_TIMEOUT_SECONDS = 10  # a declared body must arrive within this (408), however slowly sent
 MAX_QUERY_BYTES = 8 * 1024  # a list query string longer than this is 414, as behind nginx
 MAX_TASK_ID = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: ids a browser reads exactly
+DEFAULT_QUERY = ListQuery.model_validate({})  # an empty query string (ListQuery is frozen)
 
 EMPTY_BODY = Problem.of(400, "request body is empty; send a JSON object")
 OTHER_USER = Problem.of(403, "the user in the path is not the authenticated user")
@@ -163,10 +164,16 @@ async def list_tasks(request: Request) -> Response:
     """GET .../tasks?status=&sort=&order=&limit=&cursor= -> 200, JSON array of tasks, with
     `Link: <...>; rel="next"` when more follow (RFC 8288) and an ETag of the page (304 for a
     matching If-None-Match)."""
-    if len(request.scope["query_string"]) > MAX_QUERY_BYTES:
+    query_string = request.scope["query_string"]
+    if len(query_string) > MAX_QUERY_BYTES:
         raise ProblemError(QUERY_TOO_LONG)
     try:
-        query = ListQuery.model_validate(dict(request.query_params))
+        # The common request, a first page with no options, skips parsing and validation.
+        query = (
+            DEFAULT_QUERY
+            if not query_string
+            else ListQuery.model_validate(dict(request.query_params))
+        )
     except ValidationError as error:
         raise invalid_input(error) from None
     cursors: Cursors = request.app.state.cursors

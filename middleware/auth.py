@@ -4,7 +4,6 @@ Pure ASGI (no BaseHTTPMiddleware), so the request body is never buffered here. T
 caller is put into `request.state.user`; handlers never see a token.
 """
 
-from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,10 +18,10 @@ INVALID_TOKEN = Problem.of(401, "invalid or expired token")
 KEYS_UNAVAILABLE = Problem.of(503, "token keys are unavailable, try again shortly")
 
 
-def bearer_token(headers: Headers) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive,
-    RFC 6750 section 2.1), or None when the header is absent, empty or of another scheme."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
+def bearer_token(value: str) -> str | None:
+    """The token of an Authorization header `value` of the form `Bearer <token>` (scheme
+    case-insensitive, RFC 6750 section 2.1), or None when it is empty or of another scheme."""
+    scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer":
         return None
     return token.strip() or None
@@ -51,13 +50,15 @@ class AuthMiddleware:
         if scope["type"] != "http" or not protected or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        if len(headers.getlist("authorization")) > 1:
+        # One pass over the raw header list (names arrive lower-cased, ASGI spec), decoded as
+        # Starlette's Headers decodes them; building Headers and reading it twice cost more.
+        values = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(values) > 1:
             # RFC 9110 section 5.3: one value only; a proxy in front may have used the other.
             response = _problem(SEVERAL_AUTHORIZATIONS, {})
             await response(scope, receive, send)
             return
-        token = bearer_token(headers)
+        token = bearer_token(values[0].decode("latin-1")) if values else None
         if token is None:
             response = _problem(MISSING_TOKEN, {"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)

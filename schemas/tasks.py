@@ -234,7 +234,8 @@ class ListQuery(BaseModel):
     (default 1000, so clients that know no pagination see every task of a normal user);
     `cursor` is the opaque position of a next page."""
 
-    model_config = ConfigDict(extra="ignore")
+    # frozen: handlers share one instance for the empty query string
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     status: Literal["all", "pending", "completed"] = Field(
         "all", description="which tasks: all, only pending or only completed ones"
