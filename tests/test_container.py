@@ -168,6 +168,30 @@ def wait_for_postgres(container: str, timeout: float = 120) -> None:
         time.sleep(1)
 
 
+def wait_for_login(postgres_image: str, url: str, timeout: float = 120) -> None:
+    """Until `url` takes a login from a container, by the path and credentials the stack will
+    use (the engine's gateway and published port, not the server's own loopback); fails with
+    psql's last error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        login = docker(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "psql",
+            postgres_image,
+            url,
+            "-tAc",
+            "SELECT 1",
+            check=False,
+            timeout=60,
+        )
+        if login.returncode == 0:
+            return
+        assert time.monotonic() < deadline, login.stderr
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def clone(engine, base_images, tmp_path_factory) -> tuple[Path, dict[str, str], str]:
     """A copy of the checkout with the .env that `make .env` makes from .env.example (compose
@@ -346,15 +370,12 @@ def test_neon_file_runs_the_api_alone_on_database_url(engine, clone, base_images
         f"{gateway}:{port}:5432",
         base_images[1],
     ).stdout.strip()
-    stack = Stack(
-        engine,
-        *clone,
-        file="compose.neon.yaml",
-        DATABASE_URL=f"postgresql://alice:{password}@{gateway}:{port}/todo",
-    )
+    url = f"postgresql://alice:{password}@{gateway}:{port}/todo"
+    stack = Stack(engine, *clone, file="compose.neon.yaml", DATABASE_URL=url)
     try:
         assert stack.compose("config", "--services").stdout.split() == ["migrate", "api"]
         wait_for_postgres(database)
+        wait_for_login(base_images[1], url)
         stack.up()
         user = f"neon-{uuid.uuid4().hex}"
         headers = {"Authorization": f"Bearer {stack.token(user)}"}
