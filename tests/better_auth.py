@@ -65,6 +65,7 @@ class BetterAuthServer:
             output.append(line)
             if line.startswith("READY"):
                 return self
+        self.stop()  # it closed its output: reap it and close the pipe
         raise RuntimeError(f"Better Auth did not start:\n{''.join(output)}")
 
     def stop(self) -> None:

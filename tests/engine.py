@@ -174,11 +174,17 @@ def _import_debian(tag: str) -> None:
         ]:
             # downloaded packages and package lists: the images' builds fetch their own
             cached.unlink()
-        tar = subprocess.Popen(
+        # The with block waits for tar; the pipe's read end is closed here once `docker import`
+        # has it (else it would be left to the garbage collector, a ResourceWarning), so a tar
+        # still writing when the import stopped reading gets SIGPIPE instead of blocking.
+        with subprocess.Popen(
             ["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE
-        )
-        docker("import", "--change", 'CMD ["bash"]', "-", tag, stdin=tar.stdout)
-        if tar.wait() != 0:
+        ) as tar:
+            try:
+                docker("import", "--change", 'CMD ["bash"]', "-", tag, stdin=tar.stdout)
+            finally:
+                tar.stdout.close()
+        if tar.returncode != 0:
             raise subprocess.CalledProcessError(tar.returncode, tar.args)
     finally:
         _remove_root(root)

@@ -108,6 +108,15 @@ class AppServer:
         resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
 
     def wait_ready(self, timeout: float = 60) -> None:
+        """Until /health answers 200; RuntimeError with the log if not within `timeout` s (the
+        server stopped first, so its process and log file are not left to the caller)."""
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=1) as http:
             while time.monotonic() < deadline:

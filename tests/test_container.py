@@ -109,8 +109,19 @@ class Stack:
         return docker("exec", self.inspect(service)["Id"], *command, check=check)
 
     def up(self) -> None:
-        self.compose("up", "-d")
+        """`compose up -d`, then until healthy; fails with every service's logs (the one-shot
+        migration's too: compose reports only its exit code) when either step fails."""
+        started = self.compose("up", "-d", check=False)
+        if started.returncode != 0:
+            pytest.fail(
+                f"`compose up -d` exited {started.returncode}: {started.stderr}\n{self.logs()}"
+            )
         self.wait_healthy()
+
+    def logs(self) -> str:
+        """Every service's container logs, exited containers' too."""
+        logs = self.compose("logs", "--no-color", "--timestamps", check=False)
+        return logs.stdout + logs.stderr
 
     def wait_healthy(self, timeout: float = 180) -> None:
         """Until the image's HEALTHCHECK reports the API healthy; fails with its logs if not."""
@@ -120,8 +131,7 @@ class Stack:
             if state.get("Health", {}).get("Status") == "healthy":
                 return
             time.sleep(1)
-        logs = self.compose("logs", "--no-color", check=False)
-        pytest.fail(f"the API did not become healthy: {state}\n{logs.stdout}{logs.stderr}")
+        pytest.fail(f"the API did not become healthy: {state}\n{self.logs()}")
 
     def psql(self, sql: str) -> str:
         return psql(self.inspect("db")["Id"], "todo", sql)
@@ -155,6 +165,30 @@ def wait_for_postgres(container: str, timeout: float = 120) -> None:
         != 0
     ):
         assert time.monotonic() < deadline, docker("logs", container, check=False).stderr
+        time.sleep(1)
+
+
+def wait_for_login(postgres_image: str, url: str, timeout: float = 120) -> None:
+    """Until `url` takes a login from a container, by the path and credentials the stack will
+    use (the engine's gateway and published port, not the server's own loopback); fails with
+    psql's last error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        login = docker(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "psql",
+            postgres_image,
+            url,
+            "-tAc",
+            "SELECT 1",
+            check=False,
+            timeout=60,
+        )
+        if login.returncode == 0:
+            return
+        assert time.monotonic() < deadline, login.stderr
         time.sleep(1)
 
 
@@ -336,15 +370,12 @@ def test_neon_file_runs_the_api_alone_on_database_url(engine, clone, base_images
         f"{gateway}:{port}:5432",
         base_images[1],
     ).stdout.strip()
-    stack = Stack(
-        engine,
-        *clone,
-        file="compose.neon.yaml",
-        DATABASE_URL=f"postgresql://alice:{password}@{gateway}:{port}/todo",
-    )
+    url = f"postgresql://alice:{password}@{gateway}:{port}/todo"
+    stack = Stack(engine, *clone, file="compose.neon.yaml", DATABASE_URL=url)
     try:
         assert stack.compose("config", "--services").stdout.split() == ["migrate", "api"]
         wait_for_postgres(database)
+        wait_for_login(base_images[1], url)
         stack.up()
         user = f"neon-{uuid.uuid4().hex}"
         headers = {"Authorization": f"Bearer {stack.token(user)}"}
@@ -356,6 +387,9 @@ def test_neon_file_runs_the_api_alone_on_database_url(engine, clone, base_images
             psql(database, "alice", f"SELECT count(*) FROM tasks WHERE user_id = '{user}'") == "1"
         )
     finally:
+        # pytest shows this only when the test failed
+        outside = docker("logs", database, check=False)
+        print(f"the outside PostgreSQL's log:\n{outside.stdout}{outside.stderr}")
         stack.compose("down", "-v", check=False)
         docker("rm", "-f", "-v", database, check=False)
     del stack.env["DATABASE_URL"]

@@ -551,7 +551,8 @@ def test_a_long_transaction_delays_a_migration_without_blocking_writes(new_postg
     finally:
         holder.rollback()
         holder.close()
-    output, _ = migration.communicate(timeout=120)
+        # also when the test failed above: the run is reaped and its pipe closed
+        output, _ = migration.communicate(timeout=120)
     assert migration.returncode == 0, output
     assert "was not granted within 2s" in output
     assert revision_of(url) == [migrations.head()]
