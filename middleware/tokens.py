@@ -13,12 +13,8 @@ import jwt
 from cachetools import TLRUCache
 
 LEEWAY_SECONDS = 30
-USER_ID_CLAIMS = (
-    "sub",
-    "user_id",
-    "userId",
-    "id",
-)  # docs/api.md: Authentication, the first present wins
+# docs/api.md: Authentication, the first present wins
+USER_ID_CLAIMS = ("sub", "user_id", "userId", "id")
 MAX_CLAIM_LENGTH = 255
 VERIFIED_SECONDS = 60  # longest a verified token is trusted without checking it again
 VERIFIED_MAX = 4096  # verified tokens remembered per process
@@ -96,9 +92,10 @@ def caller_from_claims(claims: dict) -> Caller:
             user_id = _clean(claims[claim])
             if user_id is None:
                 raise InvalidToken(f"claim {claim!r} is not a usable user id")
+            issued_at = claims.get("iat")  # a NumericDate or absent: check_numeric_dates
             return Caller(
-                user_id, _clean(claims.get("email")), _clean(claims.get("name")), claims.get("iat")
-            )  # a NumericDate or absent: check_numeric_dates
+                user_id, _clean(claims.get("email")), _clean(claims.get("name")), issued_at
+            )
     raise InvalidToken("token names no user (sub, user_id, userId or id)")
 
 
