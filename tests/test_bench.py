@@ -15,6 +15,18 @@ from tests.servers import ROOT, AppServer
 from tests.users import new_user
 
 
+def _bench(env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """`python -m bench` from the project root with `env`, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_bench_runs_at_toy_sizes(postgres_admin_url, tmp_path):
     output = tmp_path / "performance.md"
     kept = f"{report.ANALYSIS_START}\nhand-written notes\n{report.ANALYSIS_END}"
@@ -32,14 +44,7 @@ def test_bench_runs_at_toy_sizes(postgres_admin_url, tmp_path):
         "BENCH_SCALE_BIG_USER_TASKS": "500",
         "BENCH_SCALE_REQUESTS": "2",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "bench"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _bench(env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert re.search(r"\| round trips \| list \(GET\) +\| 1 · 1 +\| 1 +\| yes", done.stdout)
     assert re.search(r"\| latency +\| GET /api/tasks/\{id\} .*; 5 ms: p50 \d+\.\d", done.stdout)
@@ -51,14 +56,7 @@ def test_bench_runs_at_toy_sizes(postgres_admin_url, tmp_path):
 
 def test_wrk_missing_is_explained(tmp_path):
     env = {**os.environ, "PATH": str(tmp_path), "BENCH_SECTIONS": "throughput"}
-    done = subprocess.run(
-        [sys.executable, "-m", "bench"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _bench(env, timeout=60)
     assert done.returncode == 2 and "apt-get install wrk" in done.stderr
 
 

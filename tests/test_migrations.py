@@ -12,6 +12,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Self
 
 import httpx
 import psycopg2
@@ -349,7 +350,27 @@ def test_downgrade_of_the_last_revision(new_url):
     engine.dispose()
 
 
-class Writer:
+class _Background:
+    """`_run` in a daemon thread for the duration of a `with` block: it polls `_stop`, which
+    the block's end sets, and is then waited for (at most 60 s)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Writer(_Background):
     """A client that keeps writing tasks as the running release does (an INSERT and an UPDATE
     of a random task in turn, each its own transaction, the app's 10 s statement timeout), and
     times each write."""
@@ -358,16 +379,7 @@ class Writer:
         self.url, self.users, self.tasks = url, users, tasks
         self.samples: list[tuple[float, float]] = []  # (start, seconds)
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "Writer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join(60)
+        super().__init__()
 
     def _run(self) -> None:
         connection = psycopg2.connect(self.url)
@@ -400,7 +412,7 @@ class Writer:
         return max(seconds for began, seconds in self.samples if start <= began <= end)
 
 
-class ExclusiveLockWatch:
+class ExclusiveLockWatch(_Background):
     """Polls pg_locks every 10 ms for a granted ACCESS EXCLUSIVE lock on `tasks` (which blocks
     every read and write of it); `longest` is the longest time one was seen held, in seconds.
     Unlike a writer's slowest write, this does not shrink with the table: a blocking rewrite
@@ -415,16 +427,7 @@ class ExclusiveLockWatch:
     def __init__(self, url: str) -> None:
         self.url = url
         self.longest = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "ExclusiveLockWatch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self._stop.set()
-        self._thread.join(60)
+        super().__init__()
 
     def _run(self) -> None:
         connection = psycopg2.connect(self.url)

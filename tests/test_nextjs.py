@@ -55,6 +55,18 @@ class Stack:
         return "".join(self.output)
 
 
+def _start_demo(env: dict) -> subprocess.Popen:
+    """scripts/demo.sh (`make demo`) with `env`, its output and errors on one text pipe."""
+    return subprocess.Popen(
+        ["scripts/demo.sh"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
 @pytest.fixture(scope="module")
 def stack(postgres_database, tmp_path_factory):
     """scripts/demo.sh on free ports: the API on PostgreSQL, the frontend's Better Auth on a
@@ -78,14 +90,7 @@ def stack(postgres_database, tmp_path_factory):
         "JWT_EXPIRATION_TIME": f"{TOKEN_SECONDS}s",
         "AUTH_RATE_LIMIT": "off",
     }
-    process = subprocess.Popen(
-        ["scripts/demo.sh"],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    process = _start_demo(env)
     output: list[str] = []
     started = threading.Event()
 
@@ -178,14 +183,7 @@ def test_make_demo_serves_both_on_sqlite(tmp_path):
         "AUTH_DATABASE_URL": f"sqlite:{tmp_path}/auth.db",
         "BETTER_AUTH_SECRET": secrets.token_urlsafe(48),
     }
-    process = subprocess.Popen(
-        ["scripts/demo.sh"],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    process = _start_demo(env)
     try:
         web = f"http://localhost:{web_port}"
         for line in process.stdout:
