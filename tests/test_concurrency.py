@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import Api, in_parallel, rows, server_env, wait_for_workers
 from tests.servers import AppServer
-from tests.users import new_user
+from tests.users import User, new_user
 
 PARALLEL = 50
 
@@ -74,13 +74,13 @@ def test_parallel_updates_of_different_fields_all_survive(client, family):
 WRITER_PROCESSES, WRITERS_PER_PROCESS, WRITES = 4, 25, 10
 
 
-def _writers(url: str) -> list[int]:
-    """WRITERS_PER_PROCESS clients writing at once, each a new user: its row, then tasks
+def _writers(url: str, users: list[User]) -> list[int]:
+    """One client per user of `users` writing at once, each user new: its row, then tasks
     created (with an Idempotency-Key), toggled and changed; the statuses they got."""
 
     def write(n: int) -> list[int]:
         with httpx.Client(base_url=url, timeout=60) as http:
-            api = Api(http, new_user(), "AB"[n % 2])
+            api = Api(http, users[n], "AB"[n % 2])
             statuses = []
             for r in range(WRITES):
                 created = api.create({"title": f"w{r}"}, headers={"Idempotency-Key": f"k{r}"})
@@ -94,11 +94,7 @@ def _writers(url: str) -> list[int]:
             return statuses
 
     with ThreadPoolExecutor(WRITERS_PER_PROCESS) as pool:
-        return [
-            status
-            for statuses in pool.map(write, range(WRITERS_PER_PROCESS))
-            for status in statuses
-        ]
+        return [status for statuses in pool.map(write, range(len(users))) for status in statuses]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -113,11 +109,13 @@ def test_100_concurrent_writers_on_sqlite_get_no_503(tmp_path, workers):
     if workers > 1:
         wait_for_workers(server, workers)
     try:
-        # fork: the children sign tokens with this process's test secret
-        with multiprocessing.get_context("fork").Pool(WRITER_PROCESSES) as pool:
-            statuses = [
-                s for part in pool.map(_writers, [server.url] * WRITER_PROCESSES) for s in part
-            ]
+        # Tokens are signed here, with this process's test secret; the writer processes are
+        # spawned, not forked: a fork of this multi-threaded process (in-process apps, coverage)
+        # can copy a lock another thread holds and hang the child.
+        users = [[new_user() for _ in range(WRITERS_PER_PROCESS)] for _ in range(WRITER_PROCESSES)]
+        with multiprocessing.get_context("spawn").Pool(WRITER_PROCESSES) as pool:
+            parts = pool.starmap(_writers, [(server.url, part) for part in users])
+        statuses = [status for part in parts for status in part]
         counts = {status: statuses.count(status) for status in set(statuses)}
         writers = WRITER_PROCESSES * WRITERS_PER_PROCESS
         unavailable = [line for line in server.logs().splitlines() if "unavailable" in line]
