@@ -114,7 +114,8 @@ def test_100_concurrent_writers_on_sqlite_get_no_503(tmp_path, workers):
         # can copy a lock another thread holds and hang the child.
         users = [[new_user() for _ in range(WRITERS_PER_PROCESS)] for _ in range(WRITER_PROCESSES)]
         with multiprocessing.get_context("spawn").Pool(WRITER_PROCESSES) as pool:
-            parts = pool.starmap(_writers, [(server.url, part) for part in users])
+            work = pool.starmap_async(_writers, [(server.url, part) for part in users])
+            parts = work.get(timeout=300)  # a hung writer fails the test instead of stalling
         statuses = [status for part in parts for status in part]
         counts = {status: statuses.count(status) for status in set(statuses)}
         writers = WRITER_PROCESSES * WRITERS_PER_PROCESS
