@@ -168,6 +168,22 @@ def wait_for_postgres(container: str, timeout: float = 120) -> None:
         time.sleep(1)
 
 
+def bridge_gateway(image: str) -> str:
+    """The host's address on the engine's default bridge, which containers reach the host by.
+    The network's record does not always name it (on a machine whose docker0 the daemon created
+    at that start, `IPAM.Config[0].Gateway` is empty), so it is read from a container's own
+    settings then."""
+    recorded = docker("network", "inspect", "bridge", "-f", "{{json .IPAM.Config}}").stdout
+    gateway = next((c.get("Gateway") for c in json.loads(recorded) if c.get("Gateway")), None)
+    if gateway:
+        return gateway
+    container = docker("run", "-d", "--entrypoint", "sleep", image, "60").stdout.strip()
+    try:
+        return docker("inspect", "-f", "{{.NetworkSettings.Gateway}}", container).stdout.strip()
+    finally:
+        docker("rm", "-f", container, check=False)
+
+
 def wait_for_login(postgres_image: str, url: str, timeout: float = 120) -> None:
     """Until `url` takes a login from a container, by the path and credentials the stack will
     use (the engine's gateway and published port, not the server's own loopback); fails with
@@ -353,9 +369,7 @@ def test_image_honours_port(stack, api_image):
 def test_neon_file_runs_the_api_alone_on_database_url(engine, clone, base_images, api_image):
     """compose.neon.yaml on an outside PostgreSQL (a container of its own, reached through the
     engine's gateway as a hosted database would be through the internet)."""
-    gateway = docker(
-        "network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"
-    ).stdout.strip()
+    gateway = bridge_gateway(base_images[1])
     port, password = free_port(), secrets.token_hex(16)
     database = docker(
         "run",
