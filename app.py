@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -37,8 +38,9 @@ from store import PURGE_BATCH, DatabaseUnavailable, Store
 MIN_SECRET_BYTES = 32
 PURGE_INTERVAL_SECONDS = 3600
 PURGE_PAUSE_SECONDS = 0.1  # between two purge batches, so a backlog never hogs the database
-# Worker threads for the blocking store calls (run_in_threadpool; anyio's default is 40, set here
-# so it stays tied to the pool): more threads than pooled connections, so under overload the pool
+# Worker threads for the blocking store calls, in each of the two pools (writes: anyio's, whose
+# default is 40; reads: the event loop's executor, handlers/tasks.py `_read`), set here so they
+# stay tied to the connection pool: more threads than pooled connections, so under overload the pool
 # runs out first and a request waits at most engine.POOL_TIMEOUT for a connection, then gets 503,
 # instead of queueing for a thread with no time limit (docs/security.md: Overload).
 THREADS = 2 * (POOL_SIZE + POOL_OVERFLOW)
@@ -188,6 +190,9 @@ def create_app(env: Mapping[str, str] = os.environ, store: Store | None = None) 
     @asynccontextmanager
     async def lifespan(app: Starlette):
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(THREADS, thread_name_prefix="store-read")
+        )
         purging = asyncio.create_task(_purge_idempotency_keys(store))
         yield
         purging.cancel()

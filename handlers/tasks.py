@@ -7,6 +7,7 @@ the endpoint functions below, so Starlette's 405 lists every method of the path 
 (RFC 9110 section 10.2.1).
 """
 
+import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import quote
@@ -73,10 +74,22 @@ def _found(task: dict | None) -> dict:
 
 
 async def _run(request: Request, query: Callable, *args):
-    """Run `query(store, caller, *args)` in the thread pool for the authenticated caller,
-    whose user row the query's statement creates or refreshes (store.Caller)."""
+    """Run the write `query(store, caller, *args)` in a worker thread for the authenticated
+    caller, whose user row the query's statement creates or refreshes (store.Caller). The
+    request waits for the thread even if it is cancelled (Starlette's run_in_threadpool), so
+    a write's outcome is known before anything follows it, such as releasing its
+    Idempotency-Key."""
     store: Store = request.app.state.store
     return await run_in_threadpool(query, store, request.state.user, *args)
+
+
+async def _read(request: Request, query: Callable, *args):
+    """Run the read `query(store, caller, *args)` as `_run` does, on the event loop's own
+    executor (`asyncio.to_thread`, sized by the app's lifespan): a read has no outcome to wait
+    for if the request is cancelled, and this hop costs a third less CPU than anyio's (about
+    50 against 75 us per call, docs/performance.md), on every list and get."""
+    store: Store = request.app.state.store
+    return await asyncio.to_thread(query, store, request.state.user, *args)
 
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -185,7 +198,7 @@ async def list_tasks(request: Request) -> Response:
         except ValueError as error:
             errors = [FieldError(field="cursor", message=str(error))]
             raise ProblemError(Problem.of(400, str(error), errors=errors)) from None
-    page = await _run(request, Store.list_tasks, query, after)
+    page = await _read(request, Store.list_tasks, query, after)
     headers = {"ETag": f'"{page.versions}"'}
     if page.last is not None:
         # A relative reference (RFC 8288 section 3.1): nothing the client sends (Host) or a
@@ -233,7 +246,7 @@ async def create_task(request: Request) -> Response:
 async def get_task(request: Request) -> Response:
     """GET .../tasks/{task_id} -> 200, the task (304 when If-None-Match has its ETag)."""
     task_id = _task_id(request)
-    task = _found(await _run(request, Store.get_task, task_id))
+    task = _found(await _read(request, Store.get_task, task_id))
     if _not_modified(request, task_etag(task)):
         return Response(status_code=304, headers={"ETag": task_etag(task)})
     return task_response(task)

@@ -1,7 +1,9 @@
 """Task endpoints end to end (docs/api.md: Endpoints), both route families, SQLite and
 PostgreSQL."""
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from urllib.parse import quote
 
@@ -270,3 +272,20 @@ def test_sort_by_updated_and_completed(api):
         first,
         second,
     ]
+
+
+def test_reads_run_on_the_lifespans_bounded_read_threads(client, api):
+    """Lists and gets run on the event loop's executor that the app's lifespan sized to
+    `THREADS` (writes on Starlette's thread pool): 60 reads in flight at once use at most
+    that many read threads."""
+    from app import THREADS  # app.py is imported (once, with its environment) by `client`
+
+    task_id = api.create({"title": "read me"}).json()["id"]
+    paths = [f"{api.prefix}/tasks", f"{api.prefix}/tasks/{task_id}"] * 30
+    with ThreadPoolExecutor(60) as requests:
+        answers = list(
+            requests.map(lambda path: api.client.get(path, headers=api.user.headers), paths)
+        )
+    assert {response.status_code for response in answers} == {200}
+    readers = [t.name for t in threading.enumerate() if t.name.startswith("store-read_")]
+    assert 0 < len(readers) <= THREADS, readers
