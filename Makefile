@@ -87,7 +87,7 @@ check: $(BIN)/.installed-dev
 # value would take a path from PYTEST_ARGS. WORKERS pytest-xdist processes share the tests, a
 # module to a worker (tests/conftest.py: SLOWEST_FIRST; docs/testing.md: Suite time);
 # WORKERS=0 runs them all in one process.
-WORKERS ?= 4
+WORKERS ?= 3
 test: check node-packages
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS) --cov
 
