@@ -84,9 +84,12 @@ check: $(BIN)/.installed-dev
 	$(BIN)/mypy
 
 # Ends with the coverage report (settings: pyproject.toml); --cov goes last, as its optional
-# value would take a path from PYTEST_ARGS.
+# value would take a path from PYTEST_ARGS. WORKERS pytest-xdist processes share the tests, a
+# module to a worker (tests/conftest.py: SLOWEST_FIRST; docs/testing.md: Suite time);
+# WORKERS=0 runs them all in one process.
+WORKERS ?= 3
 test: check node-packages
-	$(BIN)/python -m pytest $(PYTEST_ARGS) --cov
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS) --cov
 
 # Benchmark against a local PostgreSQL (BENCH_DATABASE_URL; BENCH_QUICK=1 for a one-minute run);
 # prints the table and rewrites docs/performance.md. Not part of `make test` or CI.

@@ -12,6 +12,42 @@ from tests.helpers import CHROMIUM, CHROMIUM_ARGS, Api, in_process, server_env
 from tests.servers import AppServer, PostgresDatabase
 from tests.users import new_user
 
+# How `make test` spreads the suite over pytest-xdist's workers (`--dist loadgroup
+# --no-loadscope-reorder`, docs/testing.md: Suite time). Each module is one unit of work, run by
+# one worker, so that its module-scoped servers start once, except the SPLIT modules', whose tests
+# share no module-scoped fixture: each of those goes alone to the next free worker. Workers take
+# units in collection order, here the modules' measured cost, slowest first, so that no long
+# module starts last and runs alone at the end; the other modules follow in name order.
+SLOWEST_FIRST = (
+    "test_container.py",
+    "test_migrations.py",
+    "test_schemathesis.py",
+    "test_server.py",
+    "test_workers.py",
+    "test_nextjs.py",
+    "test_concurrency.py",
+    "test_better_auth.py",
+    "test_faults.py",
+    "test_fuzz.py",
+    "test_auth.py",
+    "test_pagination.py",
+    "test_bench.py",
+    "test_validation.py",
+)
+SPLIT = {"test_migrations.py", "test_workers.py", "test_concurrency.py"}
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if item.path.name not in SPLIT:
+        item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by the fixtures' parameters
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: within a module,
+    # the tests keep pytest's order
+
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:

@@ -82,14 +82,24 @@ class AppServer:
         self.args = list(args)
         self.open_files = open_files
         self.migrate = migrate
-        self.port = port or free_port()
+        self.port_given = port is not None
+        self._new_log(port or free_port())
+        self.process: subprocess.Popen | None = None
+
+    def _new_log(self, port: int) -> None:
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="todo-api-", suffix=".log", delete=False)
-        self.process: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "AppServer":
         if self.migrate:
             migrations.upgrade(self.env.get("DATABASE_URL") or f"sqlite:///{self.cwd}/todo.db")
+        self._spawn()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def _spawn(self) -> None:
         command = [sys.executable, "-m", "uvicorn", self.app, "--app-dir", str(ROOT)]
         self.process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(self.port), *self.args],
@@ -99,9 +109,6 @@ class AppServer:
             stderr=subprocess.STDOUT,
             preexec_fn=self._limit_open_files if self.open_files else None,
         )
-        if wait:
-            self.wait_ready()
-        return self
 
     def _limit_open_files(self) -> None:
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -121,7 +128,15 @@ class AppServer:
         with httpx.Client(timeout=1) as http:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"server exited {self.process.returncode}:\n{self.logs()}")
+                    if self.port_given or "address already in use" not in self.logs():
+                        raise RuntimeError(
+                            f"server exited {self.process.returncode}:\n{self.logs()}"
+                        )
+                    # free_port's port was taken before uvicorn bound it (by another process
+                    # of the run: pytest-xdist's workers pick ports at once): another one
+                    self.log.close()
+                    self._new_log(free_port())
+                    self._spawn()
                 try:
                     if http.get(f"{self.url}/health").status_code == 200:
                         return

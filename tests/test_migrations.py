@@ -535,7 +535,7 @@ def test_a_long_transaction_delays_a_migration_without_blocking_writes(new_postg
         while not run_sql(
             url,
             "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND application_name = 'todo-api migrations'",
+            " AND application_name = 'todo-api migrations' AND datname = current_database()",
         ):
             assert time.monotonic() < deadline and migration.poll() is None
             time.sleep(0.1)

@@ -20,10 +20,12 @@ from tests.users import SECRET, new_user
 
 
 def start_failure(env: dict[str, str], migrate: bool = True) -> str:
-    """Start the server with `env`, expect it to refuse, return what it printed."""
+    """Start the server with `env`, expect it to refuse, return what it printed (within the
+    60 s `AppServer.wait_ready` gives a start-up: on a loaded machine, importing the app under
+    coverage alone has taken 20 s)."""
     server = AppServer({**env}, migrate=migrate).start(wait=False)
     try:
-        assert server.process.wait(20) != 0
+        assert server.process.wait(60) != 0
     finally:
         server.stop()
     return server.logs()
