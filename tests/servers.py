@@ -135,6 +135,7 @@ class AppServer:
                     # free_port's port was taken before uvicorn bound it (by another process
                     # of the run: pytest-xdist's workers pick ports at once): another one
                     self.log.close()
+                    os.unlink(self.log.name)  # that attempt's log: nothing to keep
                     self._new_log(free_port())
                     self._spawn()
                 try:
