@@ -566,7 +566,12 @@ def test_read_only_sqlite_is_503_and_not_ready_then_recovers(way):
             with in_process(server_env(url), store) as client:
                 api = Api(client, new_user(), "A")
                 task = api.new_task()
-                store.dispose()  # the connections of before would keep writing
+                # The connections of before would keep writing: none may be out when the pool
+                # is emptied (the lifespan's first Idempotency-Key purge holds one for a moment).
+                deadline = time.monotonic() + 10
+                while store.engine.pool.checkedout() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                store.dispose()
                 with made_read_only(way, mount, database):
                     for response in (
                         client.get("/ready"),
