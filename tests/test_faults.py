@@ -569,7 +569,8 @@ def test_read_only_sqlite_is_503_and_not_ready_then_recovers(way):
                 # The connections of before would keep writing: none may be out when the pool
                 # is emptied (the lifespan's first Idempotency-Key purge holds one for a moment).
                 deadline = time.monotonic() + 10
-                while store.engine.pool.checkedout() and time.monotonic() < deadline:
+                while store.engine.pool.checkedout():
+                    assert time.monotonic() < deadline, "a pooled connection stayed out for 10 s"
                     time.sleep(0.01)
                 store.dispose()
                 with made_read_only(way, mount, database):
