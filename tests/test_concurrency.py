@@ -113,9 +113,19 @@ def test_100_concurrent_writers_on_sqlite_get_no_503(tmp_path, workers):
         # spawned, not forked: a fork of this multi-threaded process (in-process apps, coverage)
         # can copy a lock another thread holds and hang the child.
         users = [[new_user() for _ in range(WRITERS_PER_PROCESS)] for _ in range(WRITER_PROCESSES)]
-        with multiprocessing.get_context("spawn").Pool(WRITER_PROCESSES) as pool:
-            work = pool.starmap_async(_writers, [(server.url, part) for part in users])
+        pool = multiprocessing.get_context("spawn").Pool(WRITER_PROCESSES)
+        work = pool.starmap_async(_writers, [(server.url, part) for part in users])
+        # close(), not the terminate() of `with Pool`: each worker leaves once the work is done.
+        # SIGTERM can hang a worker that has coverage's Python SIGTERM handler: a signal landing
+        # just before the worker blocks on the task queue's lock (which terminate() keeps) only
+        # marks the handler due, and the wait never returns to run it (a CI run hung here 450 s).
+        pool.close()
+        try:
             parts = work.get(timeout=300)  # a hung writer fails the test instead of stalling
+        except BaseException:
+            pool.terminate()
+            raise
+        pool.join()
         statuses = [status for part in parts for status in part]
         counts = {status: statuses.count(status) for status in set(statuses)}
         writers = WRITER_PROCESSES * WRITERS_PER_PROCESS
