@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -58,12 +58,26 @@ APP_VARIABLES = (
 )
 
 
+# coverage.py measures every Python child whose environment holds this variable (pyproject.toml:
+# `patch = ["subprocess"]`, which sets it for the run).
+COVERAGE_VARIABLE = "COVERAGE_PROCESS_CONFIG"
+
+
+def unmeasured(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without coverage.py's variable: for a child that runs no code of the app's that a
+    measured process does not run too (a tool, a load client, the workers of a multi-worker
+    server); measuring one costs about a second of CPU for its start alone and adds nothing
+    to the report."""
+    return {name: value for name, value in env.items() if name != COVERAGE_VARIABLE}
+
+
 class AppServer:
     """`uvicorn app:app` in a child process on a free loopback port, run in `cwd`, configured by
     `env` alone (the app's variables of the calling environment are left out). `app` names
     another ASGI app and `args` adds uvicorn options (the benchmark's `--workers 2`, the
     Procfile's: `procfile_options()`). Its database is migrated first, as the release step does
-    (`migrate=False`: not); `open_files` is the soft RLIMIT_NOFILE the server starts with."""
+    (`migrate=False`: not); `open_files` is the soft RLIMIT_NOFILE the server starts with.
+    coverage.py measures it, unless `measured=False` (see `unmeasured`)."""
 
     def __init__(
         self,
@@ -74,9 +88,10 @@ class AppServer:
         args: Sequence[str] = (),
         migrate: bool = True,
         open_files: int | None = None,
+        measured: bool = True,
     ) -> None:
         inherited = {k: v for k, v in os.environ.items() if k not in APP_VARIABLES}
-        self.env = {**inherited, **env}
+        self.env = {**inherited, **env} if measured else unmeasured({**inherited, **env})
         self.cwd = cwd
         self.app = app
         self.args = list(args)

@@ -262,8 +262,8 @@ def refuses_connections(server: AppServer) -> bool:
         httpx.get(f"{server.url}/health", timeout=2)
     except httpx.ConnectError:
         return True
-    except httpx.RemoteProtocolError:  # accepted just before the listener closed, then dropped
-        return False
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        return False  # accepted just before the listener closed, then dropped or reset
     return False
 
 

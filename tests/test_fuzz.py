@@ -14,6 +14,11 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from tests.helpers import Api, assert_problem, instant, signed_payload
 from tests.users import new_user
 
+# coverage.py pauses for these tests (pytest-cov's no_cover): tracing the app costs little, but
+# Hypothesis' own generating and shrinking under the tracer ran twice as long, for no line of
+# the app's the other tests miss.
+pytestmark = pytest.mark.no_cover
+
 # No time limits (a loaded CI machine is slow, not wrong): no deadline per example, and no
 # too_slow health check on generating them. No example database: every run draws afresh (from
 # --hypothesis-seed if given) and prints what reproduces a failure.
